@@ -1,0 +1,202 @@
+"""Datasets as whole in-memory tensor splits: train / validation / test, normalised as PAPER.md."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from sparseprop.errors import DataError
+from sparseprop.registry import Registry
+
+DATASETS: Registry[Callable[..., "Splits"]] = Registry("dataset")
+
+# Debian's dataset-fashion-mnist package installs the four files here.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass
+class Splits:
+    """Normalised inputs and integer labels of the three splits, all on one device."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def to(self, device: torch.device | str) -> "Splits":
+        """The same splits moved to ``device``."""
+        fields = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()}
+        return Splits(**fields)
+
+
+def default_root() -> str:
+    """The data root: ``$SPARSEPROP_DATA`` if set, else ``./data``."""
+    return os.environ.get("SPARSEPROP_DATA", "./data")
+
+
+def cache_dir() -> Path:
+    """Where files that cannot be extracted next to read-only originals go."""
+    base = os.environ.get("SPARSEPROP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "sparseprop")
+    return Path(base)
+
+
+def hold_out(x: torch.Tensor, y: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, ...]:
+    """Split off ``val_fraction`` of (x, y) as validation with a fixed-seed shuffle: (x_tr, y_tr, x_val, y_val)."""
+    n = x.shape[0]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = int(round(val_fraction * n))
+    val, tr = perm[:n_val], perm[n_val:]
+    return x[tr], y[tr], x[val], y[val]
+
+
+def standardise(x_train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    """Subtract one scalar mean and divide by one scalar std, both of the training inputs."""
+    mean, std = x_train.mean(), x_train.std()
+    return [(t - mean) / std for t in (x_train, *others)]
+
+
+def _finish(name: str, x_tr: torch.Tensor, y_tr: torch.Tensor, x_te: torch.Tensor, y_te: torch.Tensor,
+            num_classes: int, val_fraction: float, split_seed: int) -> Splits:
+    x_tr, y_tr, x_val, y_val = hold_out(x_tr, y_tr, val_fraction, split_seed)
+    x_tr, x_val, x_te = standardise(x_tr, x_val, x_te)
+    return Splits(name, x_tr.contiguous(), y_tr.long(), x_val.contiguous(), y_val.long(),
+                  x_te.contiguous(), y_te.long(), num_classes)
+
+
+# ---- MNIST and Fashion-MNIST through torchvision ------------------------------------------------
+
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _torchvision_class(name: str):
+    import torchvision.datasets as tvd
+
+    return {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST}[name]
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def locate_idx(name: str, root: str | os.PathLike, download: bool = True) -> Path:
+    """A torchvision-style root whose ``<Class>/raw`` holds the four extracted IDX files of ``name``.
+
+    Looks in ``root/<Class>/raw`` (and, for Fashion-MNIST, Debian's package location), checks the
+    archives' MD5 sums, extracts them (into the cache, leaving the data root untouched) and, if the
+    files are nowhere and ``download`` is true, lets torchvision download them into ``root``.
+    """
+    cls = _torchvision_class(name)
+    raw = Path(root) / cls.__name__ / "raw"
+    if all((raw / f).is_file() for f in _IDX_FILES):
+        return Path(root)
+    cached_root = cache_dir() / "data"
+    sources = [raw] + ([DEBIAN_FASHION_MNIST] if name == "fashion_mnist" else [])
+    md5 = dict(cls.resources)
+    for src in sources:
+        archives = [src / f"{f}.gz" for f in _IDX_FILES]
+        if not all(a.is_file() for a in archives):
+            continue
+        for a in archives:
+            # Debian recompresses the archives, so only torchvision's own layout can be checked by
+            # MD5; other copies are checked by their parsed shapes when loaded.
+            if src == raw and _md5(a) != md5[a.name]:
+                raise DataError(f"dataset={name}: {a} is corrupt (MD5 mismatch); delete it and download it again")
+        # Extracted copies go to a cache, never next to the originals: data roots are often shared
+        # or read-only, and the archives stay the single source of truth.
+        target = cached_root / cls.__name__ / "raw"
+        target.mkdir(parents=True, exist_ok=True)
+        for a in archives:
+            if (target / a.stem).is_file():
+                continue
+            tmp = target / f".{a.stem}.tmp{os.getpid()}"
+            with gzip.open(a, "rb") as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+            os.replace(tmp, target / a.stem)
+        return cached_root
+    if download:
+        try:
+            cls(str(root), train=True, download=True)
+            cls(str(root), train=False, download=True)
+            return Path(root)
+        except Exception as exc:  # noqa: BLE001 - any download failure becomes one clear message
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(_missing_message(name, raw, f"download failed: {reason}")) from None
+    raise DataError(_missing_message(name, raw, "dataset.download=false"))
+
+
+def _missing_message(name: str, raw: Path, why: str) -> str:
+    return (f"dataset={name}: files not found in {raw} ({why}); put the four *-ubyte.gz files there or set "
+            f"SPARSEPROP_DATA / dataset.root to a folder that has them; dataset=digits needs no download")
+
+
+def _load_idx(name: str, root: str, download: bool, val_fraction: float, split_seed: int) -> Splits:
+    cls = _torchvision_class(name)
+    where = locate_idx(name, root, download)
+    try:
+        train = cls(str(where), train=True, download=False)
+        test = cls(str(where), train=False, download=False)
+        x_tr, y_tr, x_te, y_te = train.data, train.targets, test.data, test.targets
+    except Exception as exc:  # noqa: BLE001 - torchvision reports corrupt files with bare asserts
+        raise DataError(f"dataset={name}: could not read the files under {where / cls.__name__ / 'raw'} "
+                        f"({type(exc).__name__}: {exc}); delete them and download again") from None
+    if tuple(x_tr.shape) != (60000, 28, 28) or tuple(x_te.shape) != (10000, 28, 28) \
+            or y_tr.shape[0] != 60000 or y_te.shape[0] != 10000:
+        raise DataError(f"dataset={name}: unexpected shapes {tuple(x_tr.shape)} / {tuple(y_tr.shape)}; the files are corrupt")
+    # Inputs keep a channel axis (N, 1, 28, 28) so convolutional networks can use the same splits.
+    to_float = lambda t: t.float().div_(255.0).unsqueeze(1)  # noqa: E731
+    return _finish(name, to_float(x_tr), y_tr, to_float(x_te), y_te, 10, val_fraction, split_seed)
+
+
+@DATASETS.register("mnist")
+def mnist(root: str, download: bool = True, val_fraction: float = 0.1, split_seed: int = 0, **_: object) -> Splits:
+    """MNIST: 54,000 / 6,000 / 10,000 with the default 10% validation split."""
+    return _load_idx("mnist", root, download, val_fraction, split_seed)
+
+
+@DATASETS.register("fashion_mnist")
+def fashion_mnist(root: str, download: bool = True, val_fraction: float = 0.1, split_seed: int = 0, **_: object) -> Splits:
+    """Fashion-MNIST, same shapes and split as MNIST."""
+    return _load_idx("fashion_mnist", root, download, val_fraction, split_seed)
+
+
+@DATASETS.register("digits")
+def digits(val_fraction: float = 0.1, split_seed: int = 0, test_fraction: float = 0.2, **_: object) -> Splits:
+    """scikit-learn's bundled 8x8 digits (1,797 images, no download): a fixed 20% test split, then validation."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).div_(16.0).unsqueeze(1)
+    y = torch.tensor(bunch.target, dtype=torch.long)
+    x_tr, y_tr, x_te, y_te = hold_out(x, y, test_fraction, split_seed + 1)
+    return _finish("digits", x_tr, y_tr, x_te, y_te, 10, val_fraction, split_seed)
+
+
+def check_available(name: str, root: str, download: bool = True) -> None:
+    """Make sure ``name``'s files can be had (found, checked, extracted or downloaded) without loading them."""
+    DATASETS.get(name, "dataset")
+    if name in ("mnist", "fashion_mnist"):
+        locate_idx(name, root, download)
+
+
+def load(name: str, root: str, device: torch.device | str = "cpu", **options: object) -> Splits:
+    """The splits of dataset ``name`` on ``device``."""
+    return DATASETS.get(name, "dataset")(root=root, **options).to(device)

@@ -1,0 +1,240 @@
+"""One run as one straight line: config → data → model → init → prune → isometry → train → evaluate → records."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sparseprop import __version__, data, inits, models, pruning, records, train
+from sparseprop.errors import DataError
+
+log = logging.getLogger("sparseprop")
+CHECKPOINT = "checkpoint.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def stream(seed: int, k: int) -> torch.Generator:
+    """Independent CPU generator ``k`` of run ``seed`` (0 init, 1 pruning)."""
+    return torch.Generator().manual_seed(1_000_003 * int(seed) + k)
+
+
+def build(cfg: DictConfig, splits: Any) -> torch.nn.Module:
+    """The configured network for inputs of ``splits.in_shape`` and ``splits.num_classes`` (CPU, not initialised)."""
+    act = models.build_activation(cfg.activation.name, negative_slope=cfg.activation.negative_slope)
+    opts = {k: v for k, v in cfg.arch.items() if k != "name"}
+    return models.build_model(cfg.arch.name, splits.in_shape, splits.num_classes, act, **opts)
+
+
+def load_splits(cfg: DictConfig, device: torch.device) -> tuple[data.Splits, data.Splits]:
+    """Training splits and the splits used for scoring (another dataset for transfer pruning)."""
+    ds = cfg.dataset
+    opts = dict(download=ds.download, val_fraction=ds.val_fraction, split_seed=ds.split_seed)
+    splits = data.load(ds.name, ds.root, device, **opts)
+    score_name = cfg.prune.dataset or ds.name
+    if score_name == ds.name:
+        return splits, splits
+    score = data.load(score_name, ds.root, device, **opts)
+    if score.in_shape != splits.in_shape or score.num_classes != splits.num_classes:
+        raise DataError(f"prune.dataset={score_name} has inputs {score.in_shape} and {score.num_classes} classes, "
+                        f"but dataset={ds.name} has {splits.in_shape} and {splits.num_classes}: they must match")
+    return splits, score
+
+
+def layer_table(params: dict[str, torch.nn.Parameter], masks: pruning.Masks | None,
+                sal: dict[str, torch.Tensor] | None) -> list[dict[str, Any]]:
+    """One row per prunable tensor: shape, parameter and kept counts, sparsity and saliency summary."""
+    rows = []
+    for i, (name, p) in enumerate(params.items()):
+        kept = int(masks[name].sum()) if masks else p.numel()
+        row: dict[str, Any] = {"index": i, "name": name, "kind": name.rsplit(".", 1)[-1],
+                               "shape": "x".join(str(s) for s in p.shape), "parameters": p.numel(), "kept": kept,
+                               "kept_fraction": kept / p.numel(), "sparsity": 1.0 - kept / p.numel()}
+        if sal is not None:
+            s = sal[name].double()
+            row.update(saliency_sum=float(s.sum()), saliency_mean=float(s.mean()),
+                       saliency_median=float(s.median()), saliency_max=float(s.max()))
+        rows.append(row)
+    return rows
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that decide the numbers a run produces."""
+    import hydra
+    import torchvision
+
+    return {"sparseprop": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "hydra": hydra.__version__}
+
+
+class Run:
+    """State and records of one run in ``out_dir``; ``execute`` does the whole line, resuming if it can."""
+
+    def __init__(self, cfg: DictConfig, out_dir: str | Path) -> None:
+        self.cfg, self.out = cfg, Path(out_dir)
+        self.t0 = time.time()
+        self.device = resolve_device(cfg.device)
+        self.warnings: list[str] = []
+        self.extra: dict[str, Any] = {}
+        self.layers: list[dict[str, Any]] = []
+
+    # ---- records -------------------------------------------------------------------------------
+
+    def summary(self, state: train.TrainState, status: str | None = None, reason: str | None = None) -> dict[str, Any]:
+        cfg = self.cfg
+        kept = sum(r["kept"] for r in self.layers)
+        total = sum(r["parameters"] for r in self.layers)
+        out = {
+            "status": status or state.status, "reason": reason if reason is not None else state.reason,
+            "step": state.step, "iterations": cfg.train.iterations,
+            "dataset": cfg.dataset.name, "arch": cfg.arch.name, "activation": cfg.activation.name,
+            "init": cfg.init.name, "prune": cfg.prune.name, "isometry": cfg.isometry.name,
+            "sparsity_target": cfg.prune.sparsity, "seed": cfg.seed,
+            "prunable_parameters": total, "kept_parameters": kept,
+            "sparsity": (1.0 - kept / total) if total else 0.0,
+            **train.summarise_evals(state.evals, cfg.train.best_of_last),
+            **self.extra,
+            "warnings": self.warnings, "wall_time_s": time.time() - self.t0, "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or platform.machine(),
+            "versions": library_versions(),
+        }
+        return out
+
+    def write_progress(self, state: train.TrainState) -> None:
+        records.write_csv(self.out / "metrics.csv", state.metrics, columns=records.METRIC_COLUMNS)
+        if state.evals:
+            last = state.evals[-1]
+            log.info("step %d: val error %.2f%%, test error %.2f%%, test loss %.4f", state.step,
+                     last["val_error_pct"], last["test_error_pct"], last["test_loss"])
+
+    def checkpoint(self, state: train.TrainState) -> None:
+        """Save everything needed to resume (or to reload the network) atomically."""
+        records.save_torch(self.out / CHECKPOINT, {
+            "format": 1,
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "model": self.model.state_dict(),
+            "masks": {k: v.cpu() for k, v in (self.masks or {}).items()},
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "train_state": vars(state),
+            "layers": self.layers, "warnings": self.warnings, "extra": self.extra,
+            "data_shape": {"in_shape": list(self.in_shape), "num_classes": self.num_classes},
+        })
+        records.write_json(self.out / "summary.json", self.summary(state))
+        records.write_csv(self.out / "metrics.csv", state.metrics, columns=records.METRIC_COLUMNS)
+
+    # ---- the line ------------------------------------------------------------------------------
+
+    def prepare(self, splits: data.Splits, score: data.Splits) -> None:
+        """Initialise, prune and (optionally) apply approximate isometry: everything before training."""
+        cfg = self.cfg
+        model = build(cfg, splits)
+        inits.initialise(model, cfg.init.name, generator=stream(cfg.seed, 0),
+                         scale=cfg.init.scale, mode=cfg.init.mode, gain=cfg.init.gain)
+        self.model = model.to(self.device)
+        self.params = pruning.prunable_parameters(self.model, cfg.prune.include_bias)
+        self.stage_hook("init")
+        t = time.time()
+        masks, sal = pruning.prune(cfg.prune.name, model=self.model, params=self.params, x=score.x_train,
+                                   y=score.y_train, sparsity=cfg.prune.sparsity, generator=stream(cfg.seed, 1),
+                                   batches=cfg.prune.batches, batch_size=cfg.prune.batch_size, target=cfg.prune.target)
+        self.extra["prune_time_s"] = time.time() - t
+        self.masks = masks
+        if masks:
+            pruning.apply_masks(self.params, masks)
+        self.layers = layer_table(self.params, masks, sal)
+        for row in self.layers:
+            if row["kind"] == "weight" and row["kept"] == 0:
+                self.warn(f"{row['name']} lost all its weights: no signal passes this layer")
+        records.write_csv(self.out / "layers.csv", self.layers)
+        self.stage_hook("pruned")
+        self.apply_isometry()
+
+    def apply_isometry(self) -> None:
+        """Run the configured isometry step (``none`` does nothing)."""
+        from sparseprop import isometry
+
+        cfg = self.cfg.isometry
+        if cfg.name == "none":
+            return
+        t = time.time()
+        result = isometry.ISOMETRY.get(cfg.name, "isometry")(self.model, self.masks, steps=cfg.steps, lr=cfg.lr)
+        self.extra["isometry_time_s"] = time.time() - t
+        if result is not None:
+            self.isometry_result = result
+        self.stage_hook("isometry")
+
+    def stage_hook(self, stage: str) -> None:
+        """Measurements taken at a stage (signal propagation plugs in here)."""
+
+    def warn(self, message: str) -> None:
+        log.warning(message)
+        self.warnings.append(message)
+
+    def execute(self) -> dict[str, Any]:
+        """Do the run (or finish an interrupted one) and return its summary."""
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        records.clear_complete(self.out)
+        splits, score = load_splits(cfg, self.device)
+        self.in_shape, self.num_classes = splits.in_shape, splits.num_classes
+        ckpt_path = self.out / CHECKPOINT
+        resumed = cfg.resume and ckpt_path.is_file()
+        if resumed:
+            ckpt = torch.load(ckpt_path, map_location=self.device, weights_only=False)
+            self.model = build(cfg, splits).to(self.device)
+            self.model.load_state_dict(ckpt["model"])
+            self.params = pruning.prunable_parameters(self.model, cfg.prune.include_bias)
+            self.masks = {k: v.to(self.device) for k, v in ckpt["masks"].items()} or None
+            self.layers, self.warnings, self.extra = ckpt["layers"], ckpt["warnings"], ckpt["extra"]
+            state = train.TrainState(**ckpt["train_state"])
+            log.info("resuming from step %d", state.step)
+        else:
+            self.prepare(splits, score)
+            state = train.TrainState()
+        self.optimizer = train.make_optimizer(self.model, cfg.train)
+        self.sampler = train.BatchSampler(splits.x_train.shape[0], cfg.train.batch_size, cfg.train.shuffle_seed, self.device)
+        if resumed:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.sampler.load_state_dict(ckpt["sampler"])
+        t = time.time()
+        progress = None if cfg.progress == "auto" else bool(cfg.progress)
+        state = train.fit(self.model, self.params, self.masks, splits, cfg.train, state, self.optimizer, self.sampler,
+                          on_eval=self.write_progress, on_checkpoint=self.checkpoint, progress=progress)
+        self.extra["train_time_s"] = self.extra.get("train_time_s", 0.0) + time.time() - t
+        self.extra["pruned_nonzero"] = self.pruned_nonzero()
+        if state.status == "completed":
+            self.stage_hook("final")
+        self.checkpoint(state)
+        self.finish(state)
+        summary = self.summary(state)
+        records.write_json(self.out / "summary.json", summary)
+        if state.status == "completed":
+            records.mark_complete(self.out)
+        return summary
+
+    def pruned_nonzero(self) -> int:
+        """How many pruned entries are not exactly zero (0 unless masking is broken)."""
+        if not self.masks:
+            return 0
+        return int(sum(int((self.params[k].detach()[~m] != 0).sum()) for k, m in self.masks.items()))
+
+    def finish(self, state: train.TrainState) -> None:
+        """Figures of the run (drawn from its records)."""
+        from sparseprop import plots
+
+        try:
+            plots.run_figures(self.out)
+        except Exception as exc:  # noqa: BLE001 - a figure must never cost the run its results
+            self.warn(f"could not draw figures: {type(exc).__name__}: {exc}")

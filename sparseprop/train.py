@@ -1,0 +1,219 @@
+"""The training loop: masked SGD on in-memory splits, with evaluation, checkpoints and resumable state."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparseprop.errors import ConfigError
+from sparseprop.registry import Registry
+
+OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("train.optimizer")
+SCHEDULES: Registry[Callable[..., float]] = Registry("train.schedule")
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(params: list[nn.Parameter], lr: float, weight_decay: float, **_: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+
+
+@OPTIMIZERS.register("momentum")
+def _momentum(params: list[nn.Parameter], lr: float, weight_decay: float, momentum: float = 0.9,
+              nesterov: bool = False, **_: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov)
+
+
+@SCHEDULES.register("constant")
+def constant_lr(step: int, lr: float, **_: Any) -> float:
+    """The base learning rate at every step."""
+    return lr
+
+
+@SCHEDULES.register("piecewise")
+def piecewise_lr(step: int, lr: float, boundaries: list[int], values: list[float], **_: Any) -> float:
+    """``values[i]`` once ``step`` has passed ``i`` boundaries (step counts from 1); ``lr`` is ignored."""
+    i = sum(1 for b in boundaries if step > b)
+    return float(values[i])
+
+
+@SCHEDULES.register("cosine")
+def cosine_lr(step: int, lr: float, iterations: int, **_: Any) -> float:
+    """Cosine decay from ``lr`` at step 0 to 0 at the last step."""
+    return 0.5 * lr * (1.0 + math.cos(math.pi * min(step, iterations) / iterations))
+
+
+def check_schedule(cfg: Any) -> None:
+    """Raise ConfigError if a piecewise schedule's boundaries and values do not fit together."""
+    if cfg.schedule != "piecewise":
+        return
+    b, v = list(cfg.boundaries), list(cfg["values"])
+    if not b or any(not isinstance(x, int) or x < 1 for x in b) or b != sorted(set(b)):
+        raise ConfigError("train.boundaries", b, "a non-empty increasing list of positive steps for schedule=piecewise")
+    if len(v) != len(b) + 1 or any(not (isinstance(x, (int, float)) and x > 0) for x in v):
+        raise ConfigError("train.values", v, f"{len(b) + 1} positive learning rates (one more than boundaries)")
+
+
+class BatchSampler:
+    """Shuffles the training split once per epoch with its own generator; its state can be saved and restored."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, device: torch.device) -> None:
+        self.n, self.batch_size, self.device = n, batch_size, device
+        self.generator = torch.Generator().manual_seed(seed)
+        self.perm = torch.randperm(n, generator=self.generator).to(device)
+        self.pos = 0
+
+    def next(self) -> torch.Tensor:
+        """Indices of the next batch; a new epoch starts when the current one cannot fill a batch."""
+        if self.pos + self.batch_size > self.n:
+            self.perm = torch.randperm(self.n, generator=self.generator).to(self.device)
+            self.pos = 0
+        idx = self.perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "perm": self.perm.cpu(), "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.perm, self.pos = state["perm"].to(self.device), int(state["pos"])
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 10_000) -> dict[str, float]:
+    """Mean cross-entropy, accuracy and error (percent) of ``model`` on (x, y), in evaluation mode."""
+    was_training = model.training
+    model.eval()
+    loss, correct = torch.zeros((), dtype=torch.float64, device=x.device), torch.zeros((), dtype=torch.long, device=x.device)
+    for start in range(0, x.shape[0], chunk):
+        out = model(x[start:start + chunk])
+        yb = y[start:start + chunk]
+        loss += F.cross_entropy(out, yb, reduction="sum").double()
+        correct += (out.argmax(1) == yb).sum()
+    model.train(was_training)
+    acc = correct.item() / x.shape[0]
+    return {"loss": loss.item() / x.shape[0], "accuracy": acc, "error_pct": 100.0 * (1.0 - acc)}
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue training exactly where it stopped."""
+
+    step: int = 0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)
+    status: str = "running"
+    reason: str = ""
+
+
+def masked_tensors(params: dict[str, nn.Parameter], masks: dict[str, torch.Tensor] | None) -> tuple[list, list]:
+    """Parallel lists (masked parameters, float masks) for fused in-place masking."""
+    if not masks:
+        return [], []
+    names = list(masks)
+    return [params[k] for k in names], [masks[k].to(params[k].dtype) for k in names]
+
+
+def summarise_evals(evals: list[dict[str, float]], best_of_last: int) -> dict[str, float]:
+    """Final test error, best test error over the last ``best_of_last`` evaluations, and test error at the best validation one."""
+    if not evals:
+        return {}
+    last = evals[-best_of_last:]
+    best_val = max(evals, key=lambda e: (e["val_accuracy"], -e["step"]))
+    return {
+        "final_test_error_pct": evals[-1]["test_error_pct"],
+        "best_last_test_error_pct": min(e["test_error_pct"] for e in last),
+        "best_val_step": best_val["step"],
+        "best_val_test_error_pct": best_val["test_error_pct"],
+        "final_val_error_pct": evals[-1]["val_error_pct"],
+    }
+
+
+def make_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
+    """The configured optimiser over all parameters; the L2 term l2·Σ(c⊙w)² becomes weight decay 2·l2."""
+    return OPTIMIZERS.get(cfg.optimizer, "train.optimizer")(
+        list(model.parameters()), lr=cfg.lr, weight_decay=2.0 * cfg.l2, momentum=cfg.momentum, nesterov=cfg.nesterov)
+
+
+def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torch.Tensor] | None, splits: Any,
+        cfg: Any, state: TrainState, optimizer: torch.optim.Optimizer, sampler: BatchSampler,
+        on_eval: Callable[[TrainState], None] = lambda s: None,
+        on_checkpoint: Callable[[TrainState], None] = lambda s: None,
+        on_step: Callable[[int], None] | None = None, progress: bool | None = None) -> TrainState:
+    """Train from ``state.step`` to ``cfg.iterations``, keeping pruned entries exactly zero; returns the final state.
+
+    Pruned entries stay zero whatever the optimiser: their gradients are zeroed before every
+    step, so no momentum or decay term can build up, and the weights are masked again after it.
+    The loss is only read back (a device sync) every ``log_interval`` steps.
+    """
+    from tqdm.auto import tqdm
+
+    schedule = SCHEDULES.get(cfg.schedule, "train.schedule")
+    sched_args = dict(lr=cfg.lr, boundaries=list(cfg.boundaries), values=list(cfg["values"]), iterations=cfg.iterations)
+    constant = cfg.schedule == "constant"
+    masked, fmasks = masked_tensors(params, masks)
+    x, y = splits.x_train, splits.y_train
+    model.train()
+    bar = tqdm(total=cfg.iterations, initial=state.step, disable=progress is False if progress is not None else None,
+               desc="train", unit="it", dynamic_ncols=True, mininterval=0.5)
+    running = torch.zeros((), device=x.device)
+    since_log = 0
+    try:
+        for step in range(state.step + 1, cfg.iterations + 1):
+            if not constant:
+                lr = schedule(step, **sched_args)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+            idx = sampler.next()
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if masked:
+                torch._foreach_mul_([p.grad for p in masked], fmasks)
+            optimizer.step()
+            if masked:
+                with torch.no_grad():
+                    torch._foreach_mul_(masked, fmasks)
+            running += loss.detach()
+            since_log += 1
+            state.step = step
+            if step % cfg.log_interval == 0 or step == cfg.iterations:
+                mean_loss = running.item() / since_log
+                running.zero_()
+                bar.update(since_log)
+                since_log = 0
+                lr_now = optimizer.param_groups[0]["lr"]
+                state.metrics.append({"step": step, "split": "train", "name": "loss", "value": mean_loss})
+                state.metrics.append({"step": step, "split": "train", "name": "lr", "value": lr_now})
+                bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
+                if not math.isfinite(mean_loss):
+                    state.status, state.reason = "diverged", f"training loss became {mean_loss} at step {step}"
+                    break
+            if step % cfg.eval_interval == 0 or step == cfg.iterations:
+                record_evaluation(model, splits, state)
+                on_eval(state)
+            if on_step is not None:
+                on_step(step)
+            if step % cfg.checkpoint_interval == 0 and step != cfg.iterations:
+                on_checkpoint(state)
+        else:
+            state.status = "completed"
+    finally:
+        bar.close()
+    return state
+
+
+def record_evaluation(model: nn.Module, splits: Any, state: TrainState) -> None:
+    """Evaluate on validation and test splits and append the results to ``state``."""
+    entry: dict[str, float] = {"step": state.step}
+    for split in ("val", "test"):
+        res = evaluate(model, getattr(splits, f"x_{split}"), getattr(splits, f"y_{split}"))
+        for name, value in res.items():
+            state.metrics.append({"step": state.step, "split": split, "name": name, "value": value})
+            entry[f"{split}_{name}"] = value
+    state.evals.append(entry)

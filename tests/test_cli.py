@@ -1,0 +1,129 @@
+"""End to end: the installed console script, and whole runs in-process."""
+
+import json
+import os
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from sparseprop import config, data, pruning, records, train
+from sparseprop.checkpoint import load_run
+from sparseprop.run import Run
+from tests.conftest import mnist_root, run_cli
+
+TINY = ["dataset=digits", "arch.depth=3", "arch.width=32", "train.iterations=200", "train.eval_interval=50",
+        "train.checkpoint_interval=50", "train.log_interval=25", "progress=false"]
+
+
+def compose_cfg(overrides):
+    with initialize_config_dir(config_dir=str(config.CONF_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def check_run_dir(run_dir, sparsity):
+    for f in ("metrics.csv", "layers.csv", "summary.json", "checkpoint.pt", "COMPLETE", "training_curves.png",
+              "training_curves.pdf", "layer_kept.png", "layer_kept.pdf"):
+        assert (run_dir / f).is_file(), f
+    layers = pd.read_csv(run_dir / "layers.csv")
+    m = int(layers.parameters.sum())
+    assert int(layers.kept.sum()) == round((1 - sparsity) * m)
+    summary = records.read_json(run_dir / "summary.json")
+    assert summary["status"] == "completed" and summary["pruned_nonzero"] == 0
+    run = load_run(run_dir)
+    for name, p in run.model.named_parameters():
+        if name in run.masks:
+            assert torch.count_nonzero(p[~run.masks[name]]) == 0, name
+            assert int(run.masks[name].sum()) == int(layers.set_index("name").kept[name])
+    return summary, run
+
+
+def test_console_script_end_to_end_on_digits(tmp_path):
+    out = tmp_path / "run"
+    res = run_cli("train", *TINY, f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary, run = check_run_dir(out, 0.9)
+    # The recorded final test error is the loaded network's error on the test split.
+    splits = data.load("digits", "unused")
+    res = train.evaluate(run.model, splits.x_test, splits.y_test)
+    assert summary["final_test_error_pct"] == pytest.approx(res["error_pct"])
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert set(metrics.columns) == {"step", "split", "name", "value"}
+    assert sorted(metrics[metrics.split == "test"].step.unique()) == [50, 100, 150, 200]
+    assert (out / "train.log").read_text().count("test error") >= 4
+
+
+@pytest.mark.parametrize("bad", [["prune.sparsity=1.0"], ["train.lr=0"], ["init=nope"], ["prune.batches=many"]])
+def test_console_script_bad_input_one_line_no_run_dir(tmp_path, bad):
+    out = tmp_path / "run"
+    res = run_cli("train", "dataset=digits", *bad, f"hydra.run.dir={out}")
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sparseprop: error:") and bad[0].split("=")[0] in lines[0]
+    assert "Traceback" not in res.stderr + res.stdout
+    assert not out.exists()
+
+
+def test_unknown_command():
+    res = run_cli("trian")
+    assert res.returncode == 2 and "unknown command" in res.stderr
+
+
+def test_same_seed_same_results_and_different_seed_differs(tmp_path):
+    outs = []
+    for i, seed in enumerate([3, 3, 4]):
+        cfg = compose_cfg([*TINY, f"seed={seed}", "train.iterations=60", "train.eval_interval=30"])
+        Run(cfg, tmp_path / str(i)).execute()
+        outs.append(pd.read_csv(tmp_path / str(i) / "metrics.csv"))
+    pd.testing.assert_frame_equal(outs[0], outs[1])
+    assert not outs[0].equals(outs[2])
+
+
+def test_random_pruning_and_no_pruning_runs(tmp_path):
+    for name, sparsity in [("random", 0.8), ("none", 0.0)]:
+        cfg = compose_cfg([*TINY, f"prune={name}", f"prune.sparsity={sparsity}", "train.iterations=20", "train.eval_interval=10"])
+        Run(cfg, tmp_path / name).execute()
+        check_run_dir(tmp_path / name, sparsity)
+
+
+def test_layer_collapse_is_warned_and_recorded(tmp_path):
+    # At 99.9% sparsity a 3-layer digits MLP keeps about 4 of ~4,800 weights: some layer must empty out.
+    cfg = compose_cfg([*TINY, "prune=random", "prune.sparsity=0.999", "train.iterations=10", "train.eval_interval=10"])
+    summary = Run(cfg, tmp_path).execute()
+    assert any("lost all its weights" in w for w in summary["warnings"])
+    assert records.read_json(tmp_path / "summary.json")["warnings"] == summary["warnings"]
+
+
+def test_transfer_pruning_scores_on_another_dataset(tmp_path, monkeypatch):
+    # Scoring on a shifted copy of digits must give a different mask from scoring on digits itself.
+    real = data.DATASETS.get("digits")
+
+    def shifted(**kw):
+        s = real(**kw)
+        s.x_train = torch.roll(s.x_train, 2, dims=-1)
+        return s
+
+    monkeypatch.setitem(data.DATASETS._items, "digits_shifted", shifted)
+    base = compose_cfg([*TINY, "train.iterations=10", "train.eval_interval=10"])
+    Run(base, tmp_path / "a").execute()
+    with initialize_config_dir(config_dir=str(config.CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*TINY, "train.iterations=10", "train.eval_interval=10"])
+    cfg.prune.dataset = "digits_shifted"
+    Run(cfg, tmp_path / "b").execute()
+    a, b = load_run(tmp_path / "a").masks, load_run(tmp_path / "b").masks
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_console_script_on_real_mnist(tmp_path):
+    root = mnist_root()
+    if root is None:
+        pytest.skip("MNIST not under SPARSEPROP_DATA")
+    out = tmp_path / "mnist"
+    res = run_cli("train", "train.iterations=500", "train.eval_interval=250", "progress=false", f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary, _ = check_run_dir(out, 0.9)
+    assert summary["prunable_parameters"] == 130_010
+    # 500 steps of a 90%-sparse MLP-7 reach well under 20% test error on MNIST (chance is 90%).
+    assert summary["final_test_error_pct"] < 20.0

@@ -1,0 +1,77 @@
+import math
+
+import pytest
+import torch
+
+from sparseprop import inits
+from sparseprop.errors import ConfigError, SparsepropError
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("vs_l", lambda fi, fo: 1 / fi),
+    ("vs_g", lambda fi, fo: 2 / (fi + fo)),
+    ("vs_h", lambda fi, fo: 2 / fi),
+])
+@pytest.mark.parametrize("shape", [(300, 500), (64, 16, 3, 3)])
+def test_variance_scaling_variance(name, expected, shape):
+    w = torch.empty(shape)
+    inits.INITS.get(name)(w, generator=torch.Generator().manual_seed(0))
+    fi, fo = inits.fans(w)
+    # 150,000 / 9,216 samples: the sample variance is within a few percent of the target.
+    assert w.var().item() == pytest.approx(expected(fi, fo), rel=0.05 if w.numel() > 10_000 else 0.06)
+    assert abs(w.mean().item()) < 4 * math.sqrt(expected(fi, fo) / w.numel())
+
+
+def test_fans_include_receptive_field():
+    assert inits.fans(torch.empty(32, 16, 3, 3)) == (16 * 9, 32 * 9)
+    assert inits.fans(torch.empty(10, 784)) == (784, 10)
+
+
+@pytest.mark.parametrize("mode,n", [("fan_in", 200), ("fan_out", 50), ("fan_avg", 125)])
+def test_vs_custom(mode, n):
+    w = torch.empty(50, 200)
+    inits.vs_custom(w, generator=torch.Generator().manual_seed(1), scale=3.0, mode=mode)
+    assert w.var().item() == pytest.approx(3.0 / n, rel=0.06)
+
+
+def test_vs_custom_rejects_bad_mode_and_scale():
+    with pytest.raises(ConfigError, match="init.mode"):
+        inits.vs_custom(torch.empty(3, 3), mode="fan_sum")
+    with pytest.raises(ConfigError, match="init.scale"):
+        inits.vs_custom(torch.empty(3, 3), scale=0.0)
+
+
+@pytest.mark.parametrize("shape", [(100, 100), (100, 784), (10, 100), (784, 100)])
+def test_orthogonal_has_unit_singular_values(shape):
+    w = torch.empty(shape)
+    inits.orthogonal(w, generator=torch.Generator().manual_seed(0))
+    sv = torch.linalg.svdvals(w.double())
+    assert torch.allclose(sv, torch.ones_like(sv), atol=1e-6)
+    small = min(shape)
+    gram = w.double() @ w.double().T if shape[0] == small else w.double().T @ w.double()
+    assert torch.allclose(gram, torch.eye(small, dtype=torch.float64), atol=1e-6)
+
+
+def test_orthogonal_gain_and_determinism():
+    a, b = torch.empty(20, 30), torch.empty(20, 30)
+    inits.orthogonal(a, generator=torch.Generator().manual_seed(5), gain=2.0)
+    inits.orthogonal(b, generator=torch.Generator().manual_seed(5), gain=2.0)
+    assert torch.equal(a, b)
+    assert torch.allclose(torch.linalg.svdvals(a), torch.full((20,), 2.0), atol=1e-5)
+
+
+def test_orthogonal_rejects_conv():
+    with pytest.raises(SparsepropError, match="dense"):
+        inits.orthogonal(torch.empty(8, 4, 3, 3))
+
+
+def test_initialise_zeroes_biases_and_is_seeded():
+    from tests.conftest import tiny_mlp
+
+    a = tiny_mlp(seed=3)
+    inits.initialise(a, "vs_g", generator=torch.Generator().manual_seed(3))
+    b = tiny_mlp(seed=9)
+    inits.initialise(b, "vs_g", generator=torch.Generator().manual_seed(3))
+    for la, lb in zip(a.layers, b.layers):
+        assert torch.equal(la.weight, lb.weight)
+        assert torch.count_nonzero(la.bias) == 0

@@ -1,0 +1,123 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sparseprop import pruning
+from sparseprop.errors import ConfigError
+from tests.conftest import tiny_mlp
+
+
+def reference_scores(model, params, x, y, batches, target="labels"):
+    """|w * dL/dw| summed over batches by a plain per-batch autograd loop in float64 (abs after the sum)."""
+    model = model.double()
+    total = {k: torch.zeros_like(p, dtype=torch.float64) for k, p in params.items()}
+    for b in batches:
+        model.zero_grad()
+        logits = model(x[b].double())
+        if target == "labels":
+            loss = F.cross_entropy(logits, y[b])
+        elif target == "uniform":
+            loss = F.cross_entropy(logits, torch.full_like(logits, 1.0 / logits.shape[1]))
+        elif target == "self_hard":
+            loss = F.cross_entropy(logits, logits.detach().argmax(1))
+        else:
+            loss = F.cross_entropy(logits, F.softmax(logits.detach(), 1))
+        loss.backward()
+        for k, p in params.items():
+            total[k] += p.detach() * p.grad
+    return {k: v.abs() for k, v in total.items()}
+
+
+@pytest.mark.parametrize("target", pruning.TARGETS)
+def test_snip_saliency_equals_autograd_reference(target):
+    net = tiny_mlp(dtype=torch.float64)
+    params = pruning.prunable_parameters(net)
+    x, y = torch.randn(70, 12, dtype=torch.float64), torch.randint(0, 5, (70,))
+    batches = pruning.batch_indices(70, 20, None, torch.Generator().manual_seed(0))  # 20,20,20,10: uneven last batch
+    ours = pruning.connection_sensitivity(net, params, x, y, batches, target, chunk=30)
+    ref = reference_scores(net, params, x, y, batches, target)
+    for k in params:
+        assert torch.allclose(ours[k].abs(), ref[k], rtol=1e-9, atol=1e-12), k
+
+
+def test_saliency_sums_to_one_and_abs_after_sum():
+    g = {"a": torch.tensor([1.0, -3.0]), "b": torch.tensor([[0.0, 4.0]])}
+    s = pruning.saliency(g)
+    assert sum(v.sum() for v in s.values()).item() == pytest.approx(1.0)
+    assert s["a"].tolist() == pytest.approx([1 / 8, 3 / 8])
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.5, 0.9, 0.95, 0.999])
+def test_global_topk_keeps_exactly_kappa_and_the_largest(sparsity):
+    gen = torch.Generator().manual_seed(0)
+    scores = {"w1": torch.rand(30, 20, generator=gen), "b1": torch.zeros(30), "w2": torch.rand(7, 30, generator=gen)}
+    m = sum(v.numel() for v in scores.values())
+    masks = pruning.global_topk(scores, pruning.kept_count(m, sparsity))
+    kept = sum(int(v.sum()) for v in masks.values())
+    assert kept == round((1 - sparsity) * m)
+    kept_vals = torch.cat([scores[k][masks[k]] for k in scores])
+    pruned_vals = torch.cat([scores[k][~masks[k]] for k in scores])
+    if len(kept_vals) and len(pruned_vals):
+        assert kept_vals.min() >= pruned_vals.max()
+
+
+def test_global_topk_ties_are_deterministic_and_exact():
+    scores = {"a": torch.ones(10), "b": torch.ones(5)}
+    masks = pruning.global_topk(scores, 7)
+    assert masks["a"].tolist() == [True] * 7 + [False] * 3
+    assert not masks["b"].any()
+
+
+def test_random_masks_exact_and_seeded():
+    params = {"w": torch.empty(40, 30), "b": torch.empty(40)}
+    a = pruning.random_masks(params, 123, torch.Generator().manual_seed(4))
+    b = pruning.random_masks(params, 123, torch.Generator().manual_seed(4))
+    c = pruning.random_masks(params, 123, torch.Generator().manual_seed(5))
+    assert sum(int(v.sum()) for v in a.values()) == 123
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_snip_prune_end_to_end_spp_prunes_zero_biases():
+    net = tiny_mlp()
+    for layer in net.layers:
+        torch.nn.init.zeros_(layer.bias)
+    params = pruning.prunable_parameters(net, include_bias=True)
+    x, y = torch.randn(200, 12), torch.randint(0, 5, (200,))
+    masks, sal = pruning.prune("snip", model=net, params=params, x=x, y=y, sparsity=0.6,
+                               generator=torch.Generator().manual_seed(0), batches="all", batch_size=100)
+    m = sum(p.numel() for p in params.values())
+    assert sum(int(v.sum()) for v in masks.values()) == round(0.4 * m)
+    for k in params:
+        if k.endswith("bias"):
+            assert sal[k].abs().sum() == 0 and not masks[k].any()
+
+
+def test_prunable_parameters_excludes_batchnorm_and_optional_bias():
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    assert list(pruning.prunable_parameters(net)) == ["0.weight", "0.bias", "3.weight", "3.bias"]
+    assert list(pruning.prunable_parameters(net, include_bias=False)) == ["0.weight", "3.weight"]
+
+
+@pytest.mark.parametrize("bad", ["abc", "0", "-2", "1.5", "", True])
+def test_bad_batches_rejected(bad):
+    with pytest.raises(ConfigError, match="prune.batches"):
+        pruning._parse_batches(bad)
+
+
+def test_batches_parse_and_limit():
+    assert pruning._parse_batches("all") is None and pruning._parse_batches(3) == 3
+    with pytest.raises(ConfigError, match="at most 2 batches"):
+        pruning.batch_indices(200, 100, 3, torch.Generator())
+
+
+def test_snip_protocol_uses_one_batch():
+    net = tiny_mlp(dtype=torch.float64)
+    params = pruning.prunable_parameters(net)
+    x, y = torch.randn(300, 12, dtype=torch.float64), torch.randint(0, 5, (300,))
+    gen = torch.Generator().manual_seed(2)
+    batches = pruning.batch_indices(300, 100, 1, gen)
+    assert len(batches) == 1 and len(batches[0]) == 100
+    ours = pruning.connection_sensitivity(net, params, x, y, batches)
+    ref = reference_scores(net, params, x, y, batches)
+    assert all(torch.allclose(ours[k].abs(), ref[k]) for k in params)

@@ -1,0 +1,131 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from sparseprop import pruning, train
+from sparseprop.config import TrainConf
+from sparseprop.data import Splits
+from sparseprop.errors import ConfigError
+from tests.conftest import tiny_mlp
+
+
+def toy_splits(n=300, d=12, classes=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = (x[:, :classes].argmax(1))
+    return Splits("toy", x[:200], y[:200], x[200:250], y[200:250], x[250:], y[250:], classes)
+
+
+def train_cfg(**kw):
+    return OmegaConf.merge(OmegaConf.structured(TrainConf), kw)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+def test_pruned_entries_stay_exactly_zero(optimizer):
+    net = tiny_mlp()
+    params = pruning.prunable_parameters(net)
+    masks = pruning.random_masks(params, 150, torch.Generator().manual_seed(0))
+    pruning.apply_masks(params, masks)
+    cfg = train_cfg(optimizer=optimizer, lr=0.5, l2=0.01, iterations=60, eval_interval=20, log_interval=10, batch_size=16)
+    opt = train.make_optimizer(net, cfg)
+    state = train.fit(net, params, masks, toy_splits(), cfg, train.TrainState(), opt,
+                      train.BatchSampler(200, 16, 0, torch.device("cpu")), progress=False)
+    assert state.status == "completed" and state.step == 60
+    for k, m in masks.items():
+        assert torch.count_nonzero(params[k].detach()[~m]) == 0
+        assert torch.count_nonzero(params[k].detach()[m]) > 0.9 * m.sum()  # kept weights did train
+        if optimizer == "momentum":
+            assert torch.count_nonzero(opt.state[params[k]]["momentum_buffer"][~m]) == 0
+
+
+def test_one_step_matches_l2_objective_autograd():
+    """One SGD step equals w - lr * d/dw [CE + l2 * sum((c*w)^2)] computed by autograd in float64."""
+    net = tiny_mlp(dtype=torch.float64)
+    ref = tiny_mlp(dtype=torch.float64)
+    params = pruning.prunable_parameters(net)
+    masks = pruning.random_masks(params, 100, torch.Generator().manual_seed(1))
+    pruning.apply_masks(params, masks)
+    ref.load_state_dict(net.state_dict())
+    splits = toy_splits()
+    splits = Splits(**{k: (v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in vars(splits).items()})
+    cfg = train_cfg(lr=0.3, l2=0.05, iterations=1, batch_size=32)
+    sampler = train.BatchSampler(200, 32, 0, torch.device("cpu"))
+    idx = train.BatchSampler(200, 32, 0, torch.device("cpu")).next()
+    train.fit(net, params, masks, splits, cfg, train.TrainState(), train.make_optimizer(net, cfg), sampler, progress=False)
+    rparams = pruning.prunable_parameters(ref)
+    w = {k: p for k, p in rparams.items()}
+    loss = F.cross_entropy(ref(splits.x_train[idx]), splits.y_train[idx])
+    loss = loss + 0.05 * sum(((masks[k] * w[k]) ** 2).sum() for k in w)
+    grads = torch.autograd.grad(loss, list(w.values()))
+    for (k, p), g in zip(w.items(), grads):
+        expected = (p.detach() - 0.3 * g) * masks[k]
+        assert torch.allclose(params[k].detach(), expected, atol=1e-12), k
+
+
+def test_schedules():
+    assert train.piecewise_lr(1, 0.1, [10, 20], [0.1, 0.01, 0.001]) == 0.1
+    assert train.piecewise_lr(10, 0.1, [10, 20], [0.1, 0.01, 0.001]) == 0.1
+    assert train.piecewise_lr(11, 0.1, [10, 20], [0.1, 0.01, 0.001]) == 0.01
+    assert train.piecewise_lr(21, 0.1, [10, 20], [0.1, 0.01, 0.001]) == 0.001
+    assert train.cosine_lr(0, 0.2, 100) == pytest.approx(0.2)
+    assert train.cosine_lr(50, 0.2, 100) == pytest.approx(0.1)
+    assert train.cosine_lr(100, 0.2, 100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_piecewise_schedule_is_applied_in_training():
+    net = tiny_mlp()
+    params = pruning.prunable_parameters(net)
+    cfg = train_cfg(schedule="piecewise", boundaries=[10], values=[0.2, 0.02], iterations=20, log_interval=10)
+    state = train.fit(net, params, None, toy_splits(), cfg, train.TrainState(), train.make_optimizer(net, cfg),
+                      train.BatchSampler(200, 16, 0, torch.device("cpu")), progress=False)
+    lrs = [m["value"] for m in state.metrics if m["name"] == "lr"]
+    assert lrs == [0.2, 0.02]
+
+
+@pytest.mark.parametrize("b,v", [([], [0.1]), ([10, 5], [1, 1, 1]), ([10], [0.1]), ([10], [0.1, -1])])
+def test_bad_piecewise_rejected(b, v):
+    with pytest.raises(ConfigError):
+        train.check_schedule(train_cfg(schedule="piecewise", boundaries=b, values=v))
+
+
+def test_evaluate_matches_manual():
+    net = tiny_mlp()
+    s = toy_splits()
+    res = train.evaluate(net, s.x_test, s.y_test, chunk=7)
+    with torch.no_grad():
+        out = net(s.x_test)
+    acc = (out.argmax(1) == s.y_test).float().mean().item()
+    assert res["accuracy"] == pytest.approx(acc)
+    assert res["error_pct"] == pytest.approx(100 * (1 - acc))
+    assert res["loss"] == pytest.approx(F.cross_entropy(out, s.y_test).item(), rel=1e-5)
+
+
+def test_summarise_evals_best_of_last_and_best_val():
+    evals = [{"step": 1000 * (i + 1), "val_accuracy": va, "test_error_pct": te, "val_error_pct": 100 * (1 - va)}
+             for i, (va, te) in enumerate([(0.9, 3.0), (0.95, 9.0), (0.91, 2.0), (0.92, 5.0), (0.93, 4.0), (0.94, 6.0), (0.9, 7.0)])]
+    s = train.summarise_evals(evals, 5)
+    assert s["final_test_error_pct"] == 7.0
+    assert s["best_last_test_error_pct"] == 2.0  # the last five are steps 3000..7000
+    assert s["best_val_step"] == 2000 and s["best_val_test_error_pct"] == 9.0
+
+
+def test_divergence_stops_and_is_recorded():
+    net = tiny_mlp()
+    params = pruning.prunable_parameters(net)
+    cfg = train_cfg(lr=1e6, iterations=200, log_interval=5)
+    state = train.fit(net, params, None, toy_splits(), cfg, train.TrainState(), train.make_optimizer(net, cfg),
+                      train.BatchSampler(200, 16, 0, torch.device("cpu")), progress=False)
+    assert state.status == "diverged" and state.step < 200 and "loss" in state.reason
+
+
+def test_sampler_state_roundtrip():
+    a = train.BatchSampler(50, 8, 3, torch.device("cpu"))
+    for _ in range(9):
+        a.next()
+    b = train.BatchSampler(50, 8, 99, torch.device("cpu"))
+    b.load_state_dict(a.state_dict())
+    for _ in range(20):
+        assert torch.equal(a.next(), b.next())
