@@ -103,6 +103,7 @@ class Config:
     signal: SignalConf = field(default_factory=SignalConf)
     seed: int = 0
     device: str = "auto"
+    threads: int = 0
     progress: Any = "auto"
     resume: bool = True
 
@@ -176,6 +177,7 @@ def validate(cfg: DictConfig) -> None:
                 "isometry.steps", "signal.layer_examples"):
         _positive_int(cfg, key)
     _positive_int(cfg, "signal.every", minimum=0)
+    _positive_int(cfg, "threads", minimum=0)
     for key in ("train.lr", "isometry.lr", "init.scale"):
         _positive_float(cfg, key)
     s = cfg.prune.sparsity

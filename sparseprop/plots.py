@@ -45,7 +45,7 @@ def training_curves(metrics: pd.DataFrame, title: str = "") -> "plt.Figure":
         err = metrics[(metrics.split == split) & (metrics.name == "error_pct")]
         if len(err):
             ax_err.plot(err.step, err.value, marker="o", ms=3, label=split)
-    ax_loss.set(xlabel="iteration", ylabel="cross-entropy loss", yscale="log", title="loss")
+    ax_loss.set(xlabel="iteration", ylabel="cross-entropy loss", title="loss")
     ax_err.set(xlabel="iteration", ylabel="error (%)", title="error")
     for ax in (ax_loss, ax_err):
         ax.grid(alpha=0.3)

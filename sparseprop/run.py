@@ -85,6 +85,8 @@ class Run:
         self.cfg, self.out = cfg, Path(out_dir)
         self.t0 = time.time()
         self.device = resolve_device(cfg.device)
+        if cfg.threads > 0:
+            torch.set_num_threads(int(cfg.threads))
         self.warnings: list[str] = []
         self.extra: dict[str, Any] = {}
         self.layers: list[dict[str, Any]] = []
