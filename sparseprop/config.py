@@ -172,7 +172,9 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "device", ("auto", "cpu", "cuda"))
     if not 0 < cfg.dataset.val_fraction < 1:
         raise ConfigError("dataset.val_fraction", cfg.dataset.val_fraction, "a number in (0, 1)")
-    for key in ("arch.depth", "arch.width", "prune.batch_size", "train.batch_size", "train.iterations",
+    # iterations=0 is a prune-only run (masks and spectra, no training), as the paper's mask figures need.
+    _positive_int(cfg, "train.iterations", minimum=0)
+    for key in ("arch.depth", "arch.width", "prune.batch_size", "train.batch_size",
                 "train.eval_interval", "train.checkpoint_interval", "train.log_interval", "train.best_of_last",
                 "isometry.steps", "signal.layer_examples"):
         _positive_int(cfg, key)

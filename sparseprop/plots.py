@@ -73,6 +73,82 @@ def layer_kept(layers: pd.DataFrame, title: str = "") -> "plt.Figure":
     return fig
 
 
+STAGE_ORDER = ("init", "pruned", "isometry", "final")
+STAGE_COLOURS = {"init": "tab:blue", "pruned": "tab:red", "isometry": "tab:green", "final": "tab:purple"}
+
+
+def jsv_histogram(spectra: dict[str, "np.ndarray"], title: str = "") -> "plt.Figure":
+    """Histograms of the pooled input–output Jacobian singular values, one per stage, on a log axis."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    stages = [st for st in STAGE_ORDER if f"{st}/io" in spectra]
+    values = {st: spectra[f"{st}/io"].ravel() for st in stages}
+    values = {st: v[np.isfinite(v) & (v > 0)] for st, v in values.items()}
+    pooled = np.concatenate([v for v in values.values() if len(v)]) if values else np.array([1.0])
+    lo, hi = np.log10(max(pooled.min(), 1e-12)), np.log10(pooled.max())
+    bins = np.logspace(lo - 0.05, hi + 0.05, 60)
+    for st, v in values.items():
+        ax.hist(v, bins=bins, histtype="step", lw=1.6, color=STAGE_COLOURS[st], density=False,
+                label=f"{st} (mean {v.mean():.3g})")
+    ax.axvline(1.0, color="k", ls=":", lw=1, label="isometry (1)")
+    ax.set(xscale="log", xlabel="input-output Jacobian singular value", ylabel="count (all examples pooled)",
+           title=title or "Jacobian singular values by stage")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def layer_jsv(signal: pd.DataFrame, title: str = "") -> "plt.Figure":
+    """Mean singular value per layer by stage: layerwise Jacobians (left) and masked weights (right)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=False)
+    for ax, scope, label in ((axes[0], "layer", "layerwise Jacobian J^l"), (axes[1], "weights", "masked weights C^l*W^l")):
+        rows = signal[(signal.scope == scope) & (signal.stage != "train")]
+        for st in STAGE_ORDER:
+            r = rows[rows.stage == st].sort_values("layer")
+            if len(r):
+                ax.errorbar(r.layer + 1, r["mean"], yerr=r["std"], marker="o", ms=4, capsize=3,
+                            color=STAGE_COLOURS[st], label=st)
+        ax.axhline(1.0, color="k", ls=":", lw=1)
+        ax.set(xlabel="layer", ylabel="mean singular value (± std)", title=label)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def jsv_training(signal: pd.DataFrame, title: str = "") -> "plt.Figure":
+    """Input–output singular values (mean ± std, min and max) against training step."""
+    r = signal[(signal.scope == "network") & (signal.stage == "train")].sort_values("step")
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(r.step, r["mean"], marker="o", ms=3, label="mean")
+    ax.fill_between(r.step, r["mean"] - r["std"], r["mean"] + r["std"], alpha=0.25, label="± std")
+    ax.plot(r.step, r["min"], ls="--", lw=1, label="min")
+    ax.plot(r.step, r["max"], ls="--", lw=1, label="max")
+    ax.axhline(1.0, color="k", ls=":", lw=1)
+    ax.set(yscale="log", xlabel="iteration", ylabel="input-output Jacobian singular value",
+           title=title or "Jacobian singular values during training")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def isometry_curve(curve: pd.DataFrame, title: str = "") -> "plt.Figure":
+    """The approximate-isometry objective against step."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(curve.step, curve.objective)
+    ax.set(xlabel="isometry step", ylabel="sum over layers of ||(CW)^T(CW) - I||_F", yscale="log",
+           title=title or "approximate isometry")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def run_figures(run_dir: str | Path) -> list[Path]:
     """Draw the figures of one run directory from its records; returns the written paths."""
     run_dir = Path(run_dir)
@@ -86,4 +162,18 @@ def run_figures(run_dir: str | Path) -> list[Path]:
         layers = pd.read_csv(layers_path)
         if len(layers):
             written += save(layer_kept(layers), run_dir / "layer_kept")
+    if (run_dir / "spectra.npz").is_file():
+        from sparseprop.records import read_npz
+
+        spectra = read_npz(run_dir / "spectra.npz")
+        if any(k.endswith("/io") for k in spectra):
+            written += save(jsv_histogram(spectra), run_dir / "jsv_histogram")
+    if (run_dir / "signal.csv").is_file():
+        signal = pd.read_csv(run_dir / "signal.csv")
+        if len(signal[signal.stage != "train"]):
+            written += save(layer_jsv(signal), run_dir / "layer_jsv")
+        if len(signal[(signal.stage == "train") & (signal.scope == "network")]):
+            written += save(jsv_training(signal), run_dir / "jsv_training")
+    if (run_dir / "isometry.csv").is_file():
+        written += save(isometry_curve(pd.read_csv(run_dir / "isometry.csv")), run_dir / "isometry_curve")
     return written

@@ -78,6 +78,23 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def write_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
+    """Atomically write named arrays as a compressed NumPy ``.npz`` file."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, Any]:
+    """All arrays of an ``.npz`` file, loaded into memory."""
+    import numpy as np
+
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
 def mark_complete(run_dir: str | os.PathLike) -> None:
     """Write the completion marker; it is always the last file a finished run writes."""
     atomic_write_text(Path(run_dir) / COMPLETE, "complete\n")

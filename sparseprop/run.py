@@ -90,6 +90,10 @@ class Run:
         self.warnings: list[str] = []
         self.extra: dict[str, Any] = {}
         self.layers: list[dict[str, Any]] = []
+        self.signal_rows: list[dict[str, Any]] = []
+        self.spectra: dict[str, Any] = {}
+        self.x_io: torch.Tensor | None = None
+        self.x_layer: torch.Tensor | None = None
 
     # ---- records -------------------------------------------------------------------------------
 
@@ -130,7 +134,7 @@ class Run:
             "optimizer": self.optimizer.state_dict(),
             "sampler": self.sampler.state_dict(),
             "train_state": vars(state),
-            "layers": self.layers, "warnings": self.warnings, "extra": self.extra,
+            "layers": self.layers, "warnings": self.warnings, "extra": self.extra, "signal_rows": self.signal_rows,
             "data_shape": {"in_shape": list(self.in_shape), "num_classes": self.num_classes},
         })
         records.write_json(self.out / "summary.json", self.summary(state))
@@ -174,11 +178,49 @@ class Run:
         result = isometry.ISOMETRY.get(cfg.name, "isometry")(self.model, self.masks, steps=cfg.steps, lr=cfg.lr)
         self.extra["isometry_time_s"] = time.time() - t
         if result is not None:
-            self.isometry_result = result
+            self.extra.update(ai_objective_before=result["total_before"], ai_objective_after=result["total_after"])
+            records.write_csv(self.out / "isometry.csv", [{"step": st, "objective": v} for st, v in result["curve"]])
+            for row in self.layers:
+                if row["name"] in result["layers"]:
+                    i = result["layers"].index(row["name"])
+                    row.update(ai_objective_before=result["objective_before"][i], ai_objective_after=result["objective_after"][i])
+            records.write_csv(self.out / "layers.csv", self.layers)
         self.stage_hook("isometry")
 
-    def stage_hook(self, stage: str) -> None:
-        """Measurements taken at a stage (signal propagation plugs in here)."""
+    def stage_hook(self, stage: str, step: int = 0) -> None:
+        """Measure signal propagation at ``stage`` if asked to, and record it."""
+        if stage not in self.cfg.signal.stages:
+            return
+        from sparseprop import propagation
+
+        t = time.time()
+        m = propagation.measure(self.model, self.x_io, self.x_layer, stage, step)
+        self.extra[f"signal_{stage}_time_s"] = time.time() - t
+        for w in m.warnings:
+            self.warn(w)
+        self.signal_rows += m.rows
+        self.spectra.update(m.raw)
+        self.extra.update(propagation.headline(self.signal_rows))
+        self.write_signal()
+        if m.raw:
+            records.write_npz(self.out / "spectra.npz", self.spectra)
+
+    def track_signal(self, step: int) -> None:
+        """During training: input–output and weight spectra every ``signal.every`` steps (statistics only)."""
+        every = self.cfg.signal.every
+        if every and step % every == 0:
+            from sparseprop import propagation
+
+            m = propagation.measure(self.model, self.x_io, None, "train", step, keep_raw=False)
+            for w in m.warnings:
+                self.warn(w)
+            self.signal_rows += m.rows
+            self.write_signal()
+
+    def write_signal(self) -> None:
+        from sparseprop.propagation import SIGNAL_COLUMNS
+
+        records.write_csv(self.out / "signal.csv", self.signal_rows, columns=SIGNAL_COLUMNS)
 
     def warn(self, message: str) -> None:
         log.warning(message)
@@ -191,6 +233,14 @@ class Run:
         records.clear_complete(self.out)
         splits, score = load_splits(cfg, self.device)
         self.in_shape, self.num_classes = splits.in_shape, splits.num_classes
+        if cfg.signal.stages or cfg.signal.every:
+            from sparseprop.propagation import choose_examples
+
+            n = splits.x_train.shape[0]
+            io_idx, layer_idx = choose_examples(n, cfg.signal.examples), choose_examples(n, cfg.signal.layer_examples)
+            self.x_io, self.x_layer = splits.x_train[io_idx.to(self.device)], splits.x_train[layer_idx.to(self.device)]
+            # Which training examples the raw spectra belong to, so they can be recomputed independently.
+            self.spectra.update({"examples/io": io_idx.numpy(), "examples/layer": layer_idx.numpy()})
         ckpt_path = self.out / CHECKPOINT
         resumed = cfg.resume and ckpt_path.is_file()
         if resumed:
@@ -200,6 +250,9 @@ class Run:
             self.params = pruning.prunable_parameters(self.model, cfg.prune.include_bias)
             self.masks = {k: v.to(self.device) for k, v in ckpt["masks"].items()} or None
             self.layers, self.warnings, self.extra = ckpt["layers"], ckpt["warnings"], ckpt["extra"]
+            self.signal_rows = ckpt.get("signal_rows", [])
+            if (self.out / "spectra.npz").is_file():
+                self.spectra = records.read_npz(self.out / "spectra.npz")
             state = train.TrainState(**ckpt["train_state"])
             log.info("resuming from step %d", state.step)
         else:
@@ -213,11 +266,12 @@ class Run:
         t = time.time()
         progress = None if cfg.progress == "auto" else bool(cfg.progress)
         state = train.fit(self.model, self.params, self.masks, splits, cfg.train, state, self.optimizer, self.sampler,
-                          on_eval=self.write_progress, on_checkpoint=self.checkpoint, progress=progress)
+                          on_eval=self.write_progress, on_checkpoint=self.checkpoint,
+                          on_step=self.track_signal if cfg.signal.every else None, progress=progress)
         self.extra["train_time_s"] = self.extra.get("train_time_s", 0.0) + time.time() - t
         self.extra["pruned_nonzero"] = self.pruned_nonzero()
         if state.status == "completed":
-            self.stage_hook("final")
+            self.stage_hook("final", state.step)
         self.checkpoint(state)
         self.finish(state)
         summary = self.summary(state)

@@ -1,0 +1,122 @@
+"""Signal-propagation measurements of a run at a stage: Jacobian spectra as signal.csv rows and raw arrays."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from sparseprop import signal
+from sparseprop.errors import SparsepropError
+
+SIGNAL_COLUMNS = ["stage", "step", "scope", "layer", "name", "examples", "count", "nonfinite", "mean", "std", "min",
+                  "max", "condition", "q05", "q25", "q50", "q75", "q95", "median_example_condition", "residual"]
+HEADLINE = ("mean", "std", "min", "max", "condition", "median_example_condition")
+
+
+def choose_examples(n_total: int, wanted: Any, seed: int = 0) -> torch.Tensor:
+    """Indices of the examples to measure on: all (in order), or the first ``wanted`` of a fixed shuffle."""
+    if wanted == "all" or int(wanted) >= n_total:
+        return torch.arange(n_total)
+    return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[: int(wanted)]
+
+
+@dataclass
+class Measurement:
+    """What one stage's measurement produced."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    raw: dict[str, np.ndarray] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _row(stage: str, step: int, scope: str, layer: int, name: str, examples: int, stats: dict[str, float],
+         residual: float = float("nan")) -> dict[str, Any]:
+    row = {"stage": stage, "step": step, "scope": scope, "layer": layer, "name": name, "examples": examples}
+    row.update({k: stats.get(k, float("nan")) for k in SIGNAL_COLUMNS[6:-1]})
+    row["residual"] = residual
+    return row
+
+
+def measure(model: torch.nn.Module, x_io: torch.Tensor | None, x_layer: torch.Tensor | None, stage: str,
+            step: int = 0, keep_raw: bool = True) -> Measurement:
+    """Input–output JSV on ``x_io``, layerwise JSV on ``x_layer`` (either may be None) and data-free weight spectra.
+
+    Measurements an architecture does not support yet are skipped with a warning in the result,
+    never an exception: a run must not die because one statistic is unavailable.
+    """
+    out = Measurement()
+    was_training = model.training
+    model.eval()
+    names = [name for name, _ in signal.weight_matrices(model)]
+
+    def stats_of(sv: torch.Tensor, what: str) -> dict[str, float]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            stats = signal.spectrum_stats(sv)
+        out.warnings += [f"{stage} step {step} {what}: {w.message}" for w in caught]
+        return stats
+
+    try:
+        if x_io is not None:
+            try:
+                sv = signal.io_singular_values(model, x_io)
+                out.rows.append(_row(stage, step, "network", -1, "input_output", int(sv.shape[0]), stats_of(sv, "input-output JSV")))
+                if keep_raw:
+                    out.raw[f"{stage}/io"] = sv.float().cpu().numpy()
+            except SparsepropError as exc:
+                out.warnings.append(f"input-output JSV skipped: {exc}")
+            except torch.linalg.LinAlgError as exc:
+                out.warnings.append(f"{stage} step {step} input-output JSV not finite: {str(exc).splitlines()[0]}")
+                out.rows.append(_row(stage, step, "network", -1, "input_output", int(x_io.shape[0]), _nan_stats()))
+        if x_layer is not None:
+            try:
+                for layer, sv in enumerate(signal.layer_singular_values(model, x_layer)):
+                    out.rows.append(_row(stage, step, "layer", layer, names[layer], int(sv.shape[0]),
+                                         stats_of(sv, f"layer {layer} JSV")))
+                    if keep_raw:
+                        out.raw[f"{stage}/layer{layer}"] = sv.float().cpu().numpy()
+            except SparsepropError as exc:
+                out.warnings.append(f"layerwise JSV skipped: {exc}")
+            except torch.linalg.LinAlgError as exc:
+                out.warnings.append(f"{stage} step {step} layerwise JSV not finite: {str(exc).splitlines()[0]}")
+        residuals = signal.isometry_residual(model)
+        for layer, (sv, res) in enumerate(zip(_weight_spectra(model), residuals)):
+            out.rows.append(_row(stage, step, "weights", layer, names[layer], 0, stats_of(sv, f"layer {layer} weights"), res))
+            if keep_raw:
+                out.raw[f"{stage}/weights{layer}"] = sv.float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _nan_stats() -> dict[str, float]:
+    return {k: float("nan") for k in SIGNAL_COLUMNS[6:-1]}
+
+
+def _weight_spectra(model: torch.nn.Module) -> list[torch.Tensor]:
+    """Singular values of each masked weight matrix; NaNs (counted as non-finite) where the weights are not finite."""
+    out = []
+    for _, w in signal.weight_matrices(model):
+        m = signal.as_matrix(w.detach()).double()
+        if torch.isfinite(m).all():
+            out.append(torch.linalg.svdvals(m))
+        else:
+            out.append(torch.full((min(m.shape),), float("nan"), dtype=torch.float64))
+    return out
+
+
+def headline(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Summary scalars per stage: ``jsv_<stage>_<stat>`` of the input–output spectrum and ``ldi_residual_<stage>``."""
+    out: dict[str, float] = {}
+    for row in rows:
+        if row["stage"] == "train":
+            continue
+        if row["scope"] == "network":
+            out.update({f"jsv_{row['stage']}_{k}": row[k] for k in HEADLINE})
+    for stage in dict.fromkeys(r["stage"] for r in rows if r["scope"] == "weights" and r["stage"] != "train"):
+        out[f"ldi_residual_{stage}"] = float(sum(r["residual"] for r in rows if r["scope"] == "weights" and r["stage"] == stage))
+    return out

@@ -1,0 +1,109 @@
+"""Signal measurements of whole runs, checked against independent float64 computations on saved checkpoints."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from sparseprop import config, data, propagation, records
+from sparseprop.checkpoint import load_run
+from sparseprop.run import Run
+
+SMALL = ["dataset=digits", "arch.depth=3", "arch.width=16", "progress=false", "signal.examples=40", "signal.layer_examples=15"]
+
+
+def run(tmp_path, overrides):
+    with initialize_config_dir(config_dir=str(config.CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*SMALL, *overrides])
+    Run(cfg, tmp_path).execute()
+    return tmp_path
+
+
+def float64_jacobians(model, x):
+    model = model.double()
+    return [torch.autograd.functional.jacobian(lambda v: model(v[None]).squeeze(0), xi.double()).reshape(10, -1) for xi in x]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "linear"])
+def test_signal_csv_matches_float64_autograd_on_checkpoint(tmp_path, activation):
+    out = run(tmp_path, [f"activation={activation}", "train.iterations=0", "signal.stages=[pruned]"])
+    loaded = load_run(out)
+    spectra = records.read_npz(out / "spectra.npz")
+    x = data.load("digits", "unused").x_train[torch.as_tensor(spectra["examples/io"])]
+    sv = torch.stack([torch.linalg.svdvals(j) for j in float64_jacobians(loaded.model, x)]).numpy()
+    sig = pd.read_csv(out / "signal.csv")
+    row = sig[(sig.stage == "pruned") & (sig.scope == "network")].iloc[0]
+    assert row.examples == 40
+    for name, ref in [("mean", sv.mean()), ("std", sv.std()), ("min", sv.min()), ("max", sv.max()),
+                      ("q50", np.quantile(sv, 0.5))]:
+        assert row[name] == pytest.approx(ref, rel=2e-4, abs=1e-6), name
+    assert np.allclose(spectra["pruned/io"], sv, rtol=2e-4, atol=1e-6)
+    summary = records.read_json(out / "summary.json")
+    assert summary["jsv_pruned_mean"] == pytest.approx(sv.mean(), rel=2e-4)
+
+
+def test_layerwise_and_weight_rows_match_float64(tmp_path):
+    out = run(tmp_path, ["train.iterations=0", "signal.stages=[pruned]"])
+    loaded = load_run(out)
+    model = loaded.model.double()
+    spectra = records.read_npz(out / "spectra.npz")
+    x = data.load("digits", "unused").x_train[torch.as_tensor(spectra["examples/layer"])].double()
+    sig = pd.read_csv(out / "signal.csv")
+    with torch.no_grad():
+        hs = model.preactivations(x)
+    for layer, lin in enumerate(model.layers):
+        w = lin.weight.detach()
+        if layer < len(model.layers) - 1:
+            slopes = 1 - torch.tanh(hs[layer]) ** 2
+            ref = torch.stack([torch.linalg.svdvals(torch.diag(s) @ w) for s in slopes]).numpy()
+        else:
+            ref = torch.linalg.svdvals(w).expand(len(x), -1).numpy()
+        row = sig[(sig.stage == "pruned") & (sig.scope == "layer") & (sig.layer == layer)].iloc[0]
+        assert row["mean"] == pytest.approx(ref.mean(), rel=2e-4) and row["max"] == pytest.approx(ref.max(), rel=2e-4)
+        wrow = sig[(sig.stage == "pruned") & (sig.scope == "weights") & (sig.layer == layer)].iloc[0]
+        resid = torch.linalg.matrix_norm(w @ w.T - torch.eye(w.shape[0], dtype=w.dtype)).item()
+        assert wrow["residual"] == pytest.approx(resid, rel=1e-5)
+        assert wrow["mean"] == pytest.approx(torch.linalg.svdvals(w).mean().item(), rel=1e-5)
+
+
+def test_isometry_run_records_objective_and_moves_spectra_towards_one(tmp_path):
+    out = run(tmp_path, ["init=orthogonal", "isometry=ai", "isometry.steps=500", "train.iterations=0",
+                         "prune.sparsity=0.8", "signal.stages=[init,pruned,isometry]"])
+    summary = records.read_json(out / "summary.json")
+    assert summary["ai_objective_after"] < 0.5 * summary["ai_objective_before"]
+    assert summary["ldi_residual_isometry"] == pytest.approx(summary["ai_objective_after"], rel=1e-4)
+    curve = pd.read_csv(out / "isometry.csv")
+    assert curve.objective.iloc[0] == pytest.approx(summary["ai_objective_before"], rel=1e-6)
+    layers = pd.read_csv(out / "layers.csv")
+    assert {"ai_objective_before", "ai_objective_after"} <= set(layers.columns)
+    # The pruned spectrum shrank; approximate isometry brings its mean back towards 1.
+    assert abs(summary["jsv_isometry_mean"] - 1) < abs(summary["jsv_pruned_mean"] - 1)
+    loaded = load_run(out)
+    for name, p in loaded.model.named_parameters():
+        if name in loaded.masks:
+            assert torch.count_nonzero(p[~loaded.masks[name]]) == 0
+
+
+def test_tracking_during_training(tmp_path):
+    out = run(tmp_path, ["train.iterations=40", "train.eval_interval=20", "signal.every=10", "signal.stages=[final]"])
+    sig = pd.read_csv(out / "signal.csv")
+    net = sig[(sig.stage == "train") & (sig.scope == "network")]
+    assert net.step.tolist() == [10, 20, 30, 40]
+    assert (out / "jsv_training.png").is_file()
+
+
+def test_unsupported_layerwise_is_a_warning_not_a_crash():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    m = propagation.measure(model, torch.randn(5, 12), torch.randn(5, 12), "init")
+    assert any("layerwise" in w for w in m.warnings)
+    assert [r["scope"] for r in m.rows].count("weights") == 2
+
+
+def test_nonfinite_spectrum_is_warned_and_run_goes_on():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8))
+    with torch.no_grad():
+        model[1].weight[0, 0] = float("nan")
+    m = propagation.measure(model, None, None, "init")
+    assert any("not finite" in w for w in m.warnings)
+    assert m.rows[0]["nonfinite"] > 0
