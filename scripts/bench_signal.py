@@ -1,0 +1,160 @@
+"""Benchmark the signal-propagation measurements and approximate isometry against naive references.
+
+Prints figures, never pass/fail: per-example autograd Jacobians against the batched input-output
+singular values on a pruned MLP-7 (time, speed-up, agreement, memory), then approximate isometry
+and layerwise singular values. Run ``python scripts/bench_signal.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from typing import Callable, TypeVar
+
+import torch
+
+from sparseprop.inits import initialise
+from sparseprop.isometry import approximate_isometry
+from sparseprop.models import build_activation, build_model
+from sparseprop.pruning import apply_masks, kept_count, prunable_parameters, random_masks
+from sparseprop.signal import io_singular_values, layer_singular_values
+
+SEED = 0
+SPARSITY = 0.9
+T = TypeVar("T")
+
+
+def pruned_mlp7() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    """MLP-7 (784-100x6-10, tanh, VS-L) with a 90% uniformly random global mask, biases included."""
+    gen = torch.Generator().manual_seed(SEED)
+    model = build_model("mlp", (1, 28, 28), 10, build_activation("tanh"), depth=7, width=100)
+    initialise(model, "vs_l", generator=gen)
+    params = prunable_parameters(model, include_bias=True)
+    masks = random_masks(params, kept_count(sum(p.numel() for p in params.values()), SPARSITY), gen)
+    apply_masks(params, masks)
+    return model, masks
+
+
+def inputs(n: int) -> torch.Tensor:
+    """n MNIST-shaped standard-normal inputs, (n, 1, 28, 28)."""
+    return torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(SEED + 1))
+
+
+def max_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def status_mib(field: str) -> float:
+    """A memory field of /proc/self/status (VmRSS now, VmHWM peak since the last reset), in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def naive_singular_values(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The reference: one autograd Jacobian per example, then its singular values."""
+    out = []
+    for i in range(x.shape[0]):
+        jac = torch.autograd.functional.jacobian(model, x[i:i + 1])
+        out.append(torch.linalg.svdvals(jac.reshape(jac.shape[1], -1)))
+    return torch.stack(out)
+
+
+def probe(n: int) -> None:
+    """Child-process mode: print the peak memory that io_singular_values adds on n examples, as JSON."""
+    torch.manual_seed(SEED)
+    model, _ = pruned_mlp7()
+    x = inputs(n)
+    io_singular_values(model, x[:16])
+    # Writing 5 to clear_refs resets the peak (VmHWM) to the current resident size, so the peak
+    # read afterwards belongs to this one call, not to importing torch or building the inputs.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = status_mib("VmRSS")
+    io_singular_values(model, x)
+    print(json.dumps({"n": n, "rss_before_mib": before, "peak_mib": status_mib("VmHWM"),
+                      "max_rss_mib": max_rss_mib()}))
+
+
+def probe_in_subprocess(n: int) -> dict[str, float]:
+    """Run ``probe`` in a fresh interpreter so that the peak belongs to that measurement alone."""
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--probe", str(n)],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def timed(fn: Callable[..., T], *args: object, **kwargs: object) -> tuple[T, float]:
+    """(result, seconds) of one call."""
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast look")
+    parser.add_argument("--probe", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.probe is not None:
+        probe(args.probe)
+        return
+
+    n, subset, ai_steps, layer_n, repeats = (5_400, 50, 1_000, 200, 2) if args.quick else (54_000, 200, 10_000, 1_000, 3)
+    torch.manual_seed(SEED)
+    model, masks = pruned_mlp7()
+    x = inputs(n)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
+          f"{os.getloadavg()[0]:.2f} at start; MLP-7 tanh VS-L, {SPARSITY:.0%} random mask, N={n:,}")
+
+    # One small call of each first, so neither timing includes one-off library initialisation.
+    naive_singular_values(model, x[:2])
+    io_singular_values(model, x[:16])
+    # The two methods alternate and each keeps its best time, so that load from other processes
+    # on a shared machine hits both alike and inflates neither figure.
+    naive_times, ours_times = [], []
+    for _ in range(repeats):
+        naive, seconds = timed(naive_singular_values, model, x[:subset])
+        naive_times.append(seconds)
+        ours, seconds = timed(io_singular_values, model, x)
+        ours_times.append(seconds)
+    naive_s, ours_s = min(naive_times), min(ours_times)
+    naive_per, ours_per = naive_s / subset, ours_s / n
+    diff = (ours[:subset] - naive.double()).abs()
+    rel_diff = float((diff / naive.double().abs()).max())
+    rel_to_max = float((diff / naive.double().amax(dim=1, keepdim=True)).max())
+    main_rss = max_rss_mib()
+    small, large = probe_in_subprocess(n // 10), probe_in_subprocess(n)
+    layers, layer_s = timed(layer_singular_values, model, x[:layer_n])
+    ai, ai_s = timed(approximate_isometry, model, masks, steps=ai_steps)
+
+    rows = [
+        ("(a) naive autograd IO JSV", f"{naive_per * 1e3:.2f} ms/example", f"on {subset} examples, best of {repeats}"),
+        ("(b) io_singular_values", f"{ours_s:.2f} s total", f"{ours_per * 1e6:.1f} us/example, N={n:,}, best of {repeats} "
+                                                          f"(worst {max(ours_times):.2f} s); target <= 10 s"),
+        ("    speed-up (a)/(b)", f"{naive_per / ours_per:.0f}x", "per example; target >= 100x"),
+        ("    agreement on subset", f"{rel_diff:.1e}", f"max relative difference ({rel_to_max:.1e} of each example's largest)"),
+        ("    max RSS, this process", f"{main_rss:.0f} MiB", "everything so far; target <= 2048 MiB"),
+        (f"    peak added, N={small['n']:,}", f"{small['peak_mib'] - small['rss_before_mib']:.0f} MiB",
+         f"fresh process: inputs and torch already resident, max RSS {small['max_rss_mib']:.0f} MiB"),
+        (f"    peak added, N={large['n']:,}", f"{large['peak_mib'] - large['rss_before_mib']:.0f} MiB",
+         f"fresh process: inputs and torch already resident, max RSS {large['max_rss_mib']:.0f} MiB"),
+        ("(c) approximate isometry", f"{ai_s:.2f} s", f"{ai_steps:,} steps, objective {ai['total_before']:.3f} -> "
+                                                     f"{ai['total_after']:.3f}; target <= 20 s"),
+        ("(d) layer_singular_values", f"{layer_s:.2f} s", f"{layer_n:,} examples, {len(layers)} layers"),
+    ]
+    width = [max(len(r[i]) for r in rows) for i in range(2)]
+    for name, value, note in rows:
+        print(f"{name:<{width[0]}}  {value:>{width[1]}}  {note}")
+    print(f"load average {os.getloadavg()[0]:.2f} at end (the machine may be shared)")
+
+
+if __name__ == "__main__":
+    main()

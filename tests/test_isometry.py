@@ -1,0 +1,120 @@
+"""Approximate isometry against autograd, and its guarantees: fixed mask, untouched biases."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sparseprop.errors import ConfigError
+from sparseprop.inits import initialise
+from sparseprop.isometry import ISOMETRY, approximate_isometry, isometry_gradient
+from sparseprop.models import MLP, build_activation
+from sparseprop.pruning import apply_masks, kept_count, prunable_parameters, random_masks
+from sparseprop.signal import isometry_residual
+
+
+def pruned_tanh_mlp(sparsity: float = 0.7, seed: int = 0) -> tuple[MLP, dict[str, torch.Tensor]]:
+    """A small VS-L tanh MLP with non-zero biases, randomly pruned (biases included), and its masks."""
+    gen = torch.Generator().manual_seed(seed)
+    model = MLP(30, [20, 20, 20], 10, build_activation("tanh"))
+    initialise(model, "vs_l", generator=gen)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.bias.normal_(0.0, 0.5, generator=gen)
+    params = prunable_parameters(model, include_bias=True)
+    masks = random_masks(params, kept_count(sum(p.numel() for p in params.values()), sparsity), gen)
+    apply_masks(params, masks)
+    return model, masks
+
+
+def autograd_objective(matrices: torch.Tensor) -> torch.Tensor:
+    """Σ ‖M Mᵀ − I‖_F over a stack of matrices, written plainly for autograd."""
+    eye = torch.eye(matrices.shape[-2], dtype=matrices.dtype)
+    return sum(torch.linalg.matrix_norm(m @ m.T - eye) for m in matrices.reshape(-1, *matrices.shape[-2:]))
+
+
+@pytest.mark.parametrize("shape", [(6, 9), (9, 6), (3, 5, 8)])
+def test_closed_form_gradient_equals_autograd(shape: tuple[int, ...]) -> None:
+    matrices = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    norms, grad = isometry_gradient(matrices)
+    leaf = matrices.clone().requires_grad_(True)
+    objective = autograd_objective(leaf)
+    (expected,) = torch.autograd.grad(objective, leaf)
+    torch.testing.assert_close(norms.sum(), objective.detach(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_an_exact_isometry_gets_a_zero_gradient_not_nan() -> None:
+    norms, grad = isometry_gradient(torch.eye(4, 6))
+    assert float(norms) == 0.0
+    assert torch.equal(grad, torch.zeros(4, 6))
+
+
+def test_one_step_is_one_masked_sgd_step_on_the_autograd_objective() -> None:
+    model, masks = pruned_tanh_mlp(seed=1)
+    start = {i: layer.weight.detach().double().clone() for i, layer in enumerate(model.layers)}
+    approximate_isometry(model, masks, steps=1, lr=0.1)
+    for i, layer in enumerate(model.layers):
+        mask = masks[f"layers.{i}.weight"].double()
+        w = (start[i] * mask).requires_grad_(True)
+        (grad,) = torch.autograd.grad(autograd_objective(w[None]), w)
+        expected = w.detach() - 0.1 * grad * mask
+        torch.testing.assert_close(layer.weight.detach().double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ai_lowers_the_objective_and_keeps_mask_and_biases() -> None:
+    model, masks = pruned_tanh_mlp(sparsity=0.7, seed=2)
+    masks_before = {k: m.clone() for k, m in masks.items()}
+    biases = [layer.bias.detach().clone() for layer in model.layers]
+    weights = [layer.weight.detach().clone() for layer in model.layers]
+    residual_before = isometry_residual(model)
+    threads = torch.get_num_threads()
+
+    result = approximate_isometry(model, masks, steps=400, lr=0.1, record_every=50)
+
+    assert torch.get_num_threads() == threads
+    assert result["layers"] == [f"layers.{i}.weight" for i in range(4)]
+    assert result["objective_before"] == pytest.approx(residual_before, rel=1e-5)
+    assert result["objective_after"] == pytest.approx(isometry_residual(model), rel=1e-5)
+    assert result["total_after"] < 0.25 * result["total_before"]
+    assert [s for s, _ in result["curve"]] == list(range(0, 401, 50))
+    assert result["curve"][0][1] == pytest.approx(result["total_before"])
+    assert result["curve"][-1][1] == pytest.approx(result["total_after"])
+    assert masks.keys() == masks_before.keys()
+    assert all(torch.equal(masks[k], masks_before[k]) for k in masks)
+    for i, layer in enumerate(model.layers):
+        mask = masks[f"layers.{i}.weight"]
+        assert torch.all(layer.weight[~mask] == 0)
+        # The kept weights did move, so the zeros above are not merely an untouched model.
+        assert not torch.equal(layer.weight[mask], weights[i][mask])
+        assert torch.equal(layer.bias, biases[i])
+
+
+def test_dense_and_convolutional_weights_are_made_nearly_orthogonal() -> None:
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(2, 8, 3), nn.Flatten(), nn.Linear(8 * 4, 6))
+    before = sum(isometry_residual(model))
+    result = approximate_isometry(model, None, steps=300)
+    assert model[0].weight.shape == (8, 2, 3, 3)
+    assert result["total_before"] == pytest.approx(before, rel=1e-5)
+    # SGD with a fixed step on a norm (not its square) hovers at a residual of order lr, not zero.
+    assert sum(isometry_residual(model)) < 0.15 * before
+
+
+def test_registry_names_and_options() -> None:
+    assert ISOMETRY.names() == ["ai", "none"]
+    model, masks = pruned_tanh_mlp(seed=4)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert ISOMETRY.get("none")(model, masks, steps=5) is None
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    result = ISOMETRY.get("ai")(model, masks, steps=7, lr=0.05)
+    assert result["curve"][-1][0] == 7
+    assert result["total_after"] < result["total_before"]
+
+
+@pytest.mark.parametrize("options", [{"steps": -1}, {"lr": 0.0}, {"record_every": 0}])
+def test_bad_options_are_config_errors(options: dict[str, float]) -> None:
+    model, masks = pruned_tanh_mlp(seed=5)
+    with pytest.raises(ConfigError):
+        approximate_isometry(model, masks, **options)
