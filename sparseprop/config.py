@@ -87,7 +87,7 @@ class TrainConf:
 class SignalConf:
     stages: list[str] = field(default_factory=lambda: ["init", "pruned", "isometry", "final"])
     examples: Any = "all"
-    layer_examples: int = 1000
+    layer_examples: int = 200
     every: int = 0
 
 
