@@ -35,6 +35,7 @@ test-full: $(STAMP)  ## every test, slow ones included
 bench: $(STAMP)  ## benchmarks: our code against reference implementations, as ratios
 	$(BIN)/python scripts/bench_train.py $(ARGS)
 	$(BIN)/python scripts/bench_signal.py $(ARGS)
+	$(BIN)/python scripts/bench_sweep.py $(ARGS)
 
 reproduce-figures: $(STAMP)  ## run the paper's MNIST experiments (PROFILE=quick|paper), collect, draw
 	$(BIN)/python scripts/reproduce.py --profile $(PROFILE) $(ARGS)

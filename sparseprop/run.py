@@ -136,6 +136,7 @@ class Run:
             "train_state": vars(state),
             "layers": self.layers, "warnings": self.warnings, "extra": self.extra, "signal_rows": self.signal_rows,
             "data_shape": {"in_shape": list(self.in_shape), "num_classes": self.num_classes},
+            "rng": train.rng_state(),
         })
         records.write_json(self.out / "summary.json", self.summary(state))
         records.write_csv(self.out / "metrics.csv", state.metrics, columns=records.METRIC_COLUMNS)
@@ -254,6 +255,7 @@ class Run:
             if (self.out / "spectra.npz").is_file():
                 self.spectra = records.read_npz(self.out / "spectra.npz")
             state = train.TrainState(**ckpt["train_state"])
+            train.set_rng_state(ckpt.get("rng"))
             log.info("resuming from step %d", state.step)
         else:
             self.prepare(splits, score)
@@ -263,6 +265,8 @@ class Run:
         if resumed:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.sampler.load_state_dict(ckpt["sampler"])
+        # A final checkpoint (killed before COMPLETE) already holds the final-stage measurements.
+        finished_before = state.status != "running"
         t = time.time()
         progress = None if cfg.progress == "auto" else bool(cfg.progress)
         state = train.fit(self.model, self.params, self.masks, splits, cfg.train, state, self.optimizer, self.sampler,
@@ -270,13 +274,14 @@ class Run:
                           on_step=self.track_signal if cfg.signal.every else None, progress=progress)
         self.extra["train_time_s"] = self.extra.get("train_time_s", 0.0) + time.time() - t
         self.extra["pruned_nonzero"] = self.pruned_nonzero()
-        if state.status == "completed":
+        if state.status == "completed" and not finished_before:
             self.stage_hook("final", state.step)
         self.checkpoint(state)
         self.finish(state)
         summary = self.summary(state)
         records.write_json(self.out / "summary.json", summary)
-        if state.status == "completed":
+        # A diverged run is finished too: run again, it would diverge at the same step, so sweeps skip it.
+        if state.status in ("completed", "diverged"):
             records.mark_complete(self.out)
         return summary
 

@@ -109,6 +109,34 @@ class TrainState:
     evals: list[dict[str, float]] = field(default_factory=list)
     status: str = "running"
     reason: str = ""
+    # The training loss summed since the last log step, so a run resumed between log steps logs the same mean.
+    loss_sum: float = 0.0
+    loss_count: int = 0
+
+
+def rng_state() -> dict[str, Any]:
+    """The global random-number states (Python, NumPy, torch CPU and CUDA), saved with a checkpoint."""
+    import random
+
+    import numpy as np
+
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict[str, Any] | None) -> None:
+    """Restore the global random-number states saved by ``rng_state`` (nothing for older checkpoints)."""
+    import random
+
+    import numpy as np
+
+    if not state:
+        return
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def masked_tensors(params: dict[str, nn.Parameter], masks: dict[str, torch.Tensor] | None) -> tuple[list, list]:
@@ -153,6 +181,8 @@ def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torc
     """
     from tqdm.auto import tqdm
 
+    if state.status != "running":
+        return state  # resumed from a final checkpoint: a finished or diverged run must not train on
     schedule = SCHEDULES.get(cfg.schedule, "train.schedule")
     sched_args = dict(lr=cfg.lr, boundaries=list(cfg.boundaries), values=list(cfg["values"]), iterations=cfg.iterations)
     constant = cfg.schedule == "constant"
@@ -161,8 +191,8 @@ def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torc
     model.train()
     bar = tqdm(total=cfg.iterations, initial=state.step, disable=progress is False if progress is not None else None,
                desc="train", unit="it", dynamic_ncols=True, mininterval=0.5)
-    running = torch.zeros((), device=x.device)
-    since_log = 0
+    running = torch.tensor(state.loss_sum, device=x.device)
+    since_log = state.loss_count
     try:
         for step in range(state.step + 1, cfg.iterations + 1):
             if not constant:
@@ -200,6 +230,7 @@ def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torc
             if on_step is not None:
                 on_step(step)
             if step % cfg.checkpoint_interval == 0 and step != cfg.iterations:
+                state.loss_sum, state.loss_count = running.item(), since_log
                 on_checkpoint(state)
         else:
             state.status = "completed"

@@ -14,7 +14,8 @@ from sparseprop.run import Run
 from tests.conftest import mnist_root, run_cli
 
 TINY = ["dataset=digits", "arch.depth=3", "arch.width=32", "train.iterations=200", "train.eval_interval=50",
-        "train.checkpoint_interval=50", "train.log_interval=25", "progress=false"]
+        "train.checkpoint_interval=50", "train.log_interval=25", "progress=false", "signal.examples=300",
+        "signal.layer_examples=50"]
 
 
 def compose_cfg(overrides):

@@ -1,0 +1,266 @@
+"""Sweeps on top of runs: where a sweep lives, the state of each job, threads per job, and the end-of-sweep report."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from sparseprop import records
+
+# Keys that say how or where a job runs, not what it computes: they never name a job or a sweep
+# directory, and changing them between an interrupted run and its resumption is allowed.
+# conf/train.yaml repeats them in hydra.job.config.override_dirname.exclude_keys (a test checks).
+RUNTIME_KEYS = ("progress", "resume", "device", "threads", "dataset.root", "dataset.download")
+SWEEPS_DIR = "outputs/sweeps"
+FINISHED = ("completed", "diverged")
+# Exit code of `sparseprop train` when a run or a sweep job did not complete (2 is bad input).
+UNFINISHED_EXIT = 3
+_MAX_NAME = 150
+
+
+@dataclass
+class RunState:
+    """How a run directory stands: completed, diverged, failed, partial (interrupted or running) or missing."""
+
+    status: str
+    reason: str = ""
+    step: int | None = None
+
+
+@dataclass
+class JobOutcome:
+    """One job of a sweep: its directory name under the sweep, and how it stands."""
+
+    job: str
+    state: RunState
+
+
+@dataclass
+class SweepOutcome:
+    """The jobs of a finished sweep and which of them did not complete."""
+
+    sweep_dir: Path
+    jobs: list[JobOutcome]
+
+    @property
+    def unfinished(self) -> list[JobOutcome]:
+        """Jobs whose status is not ``completed``."""
+        return [j for j in self.jobs if j.state.status != "completed"]
+
+
+# The report of the last sweep in this process, set by the SweepReport callback and read by
+# `sparseprop train` to choose its exit code (Hydra's main function returns nothing).
+last_report: SweepOutcome | None = None
+
+
+def override_key(override: str) -> str:
+    """The key (or config group) an override sets, without its ``+``/``++``/``~`` prefix."""
+    return override.lstrip("+~").partition("=")[0]
+
+
+def sweep_name(overrides: list[str]) -> str:
+    """A readable, stable directory name for a sweep: its overrides sorted, runtime and Hydra keys left out."""
+    kept = sorted(o for o in overrides if override_key(o) not in RUNTIME_KEYS and not override_key(o).startswith("hydra"))
+    name = "__".join(kept) or "defaults"
+    safe = re.sub(r"[^A-Za-z0-9._,=+~-]", "_", name)
+    if safe != name or len(safe) > _MAX_NAME:
+        # A hash of the exact overrides keeps two sweeps apart when cleaning or shortening made their names equal.
+        safe = f"{safe[:_MAX_NAME - 20]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return safe
+
+
+def with_sweep_dir(args: list[str]) -> list[str]:
+    """The arguments of `sparseprop train`, plus ``hydra.sweep.dir=outputs/sweeps/<name>`` for a sweep without one."""
+    from sparseprop.cli import split_args
+
+    overrides, multirun, _ = split_args(args)
+    if not multirun or any(override_key(o) == "hydra.sweep.dir" for o in overrides):
+        return list(args)
+    # Quoted, because a name holds ',' and '=' which Hydra's override grammar would otherwise parse.
+    extra = f"hydra.sweep.dir='{SWEEPS_DIR}/{sweep_name(overrides)}'"
+    # Next to the other overrides: Hydra's argument parser wants them all in one run, before or after -m.
+    at = args.index(overrides[0]) if overrides else len(args)
+    return [*args[:at], extra, *args[at:]]
+
+
+def available_cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def job_threads(launcher: Mapping[str, Any], cores: int) -> int:
+    """Torch threads per job under ``launcher`` so parallel jobs do not oversubscribe ``cores`` (0: torch's default)."""
+    target = str(launcher.get("_target_", ""))
+    if "joblib" in target.lower():
+        n_jobs = int(launcher.get("n_jobs") or -1)
+        parallel = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 = all cores, -2 = all but one
+        return max(1, cores // min(parallel, cores))
+    if launcher.get("cpus_per_task"):
+        return int(launcher["cpus_per_task"])
+    return 0
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def saved_config(run_dir: Path) -> dict[str, Any] | None:
+    """The config recorded in ``run_dir``'s checkpoint, or None when there is no readable checkpoint."""
+    import torch
+
+    from sparseprop.run import CHECKPOINT
+
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False).get("config")
+    except Exception:  # noqa: BLE001 - a damaged checkpoint fails the run itself, where it is recorded
+        return None
+
+
+def config_changes(saved: Mapping[str, Any] | None, current: DictConfig | Mapping[str, Any]) -> list[str]:
+    """Keys, known to both configs and not runtime-only, whose values differ, as ``key: old -> new``."""
+    if saved is None:
+        return []
+    now = OmegaConf.to_container(current, resolve=True) if OmegaConf.is_config(current) else current
+    old, new = _flatten(saved), _flatten(now)
+    # A key only one side knows is a schema change between versions, not a different experiment:
+    # new keys default to the old behaviour, so they do not make a finished run stale.
+    return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in sorted(old.keys() & new.keys())
+            if k not in RUNTIME_KEYS and old[k] != new[k]]
+
+
+_RECORD_SUFFIXES = {".json", ".csv", ".pt", ".npz", ".png", ".pdf", ".tmp"}
+
+
+def discard_records(run_dir: Path) -> list[str]:
+    """Delete the records an earlier run left in ``run_dir`` (COMPLETE first) and empty its logs; returns what went."""
+    run_dir = Path(run_dir)
+    if not any((run_dir / f).is_file() for f in (records.COMPLETE, "summary.json", "checkpoint.pt")):
+        return []  # not a run directory: touch nothing
+    records.clear_complete(run_dir)
+    gone = []
+    for path in sorted(run_dir.iterdir()):
+        if not path.is_file() or path.is_symlink():
+            continue  # .hydra/ was just written for this job; nothing else here is a directory
+        if path.suffix == ".log":
+            # The job's log handler already has this file open for appending, so empty it in place.
+            os.truncate(path, 0)
+        elif path.suffix in _RECORD_SUFFIXES:
+            path.unlink()
+            gone.append(path.name)
+    return gone
+
+
+def remove_temporaries(run_dir: Path) -> None:
+    """Delete temporary files a killed writer left behind (records are written to ``.<name>.*.tmp`` and renamed)."""
+    run_dir = Path(run_dir)
+    if run_dir.is_dir():
+        for path in run_dir.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+
+
+def status_of(run_dir: Path) -> RunState:
+    """How ``run_dir`` stands, from its records: COMPLETE and summary.json decide; no directory is ``missing``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return RunState("missing", "no run directory")
+    summary: dict[str, Any] = {}
+    if (run_dir / "summary.json").is_file():
+        try:
+            summary = records.read_json(run_dir / "summary.json")
+        except ValueError:
+            summary = {}
+    status, step = summary.get("status"), summary.get("step")
+    if records.is_complete(run_dir) and status in FINISHED:
+        return RunState(status, summary.get("reason") or "", step)
+    if status == "failed":
+        return RunState("failed", summary.get("reason") or "", step)
+    if summary and status in FINISHED:
+        return RunState("partial", f"not finished: stopped at step {step} while writing its final records", step)
+    if summary:
+        return RunState("partial", f"not finished: step {step} of {summary.get('iterations')}", step)
+    if (run_dir / "checkpoint.pt").is_file():
+        return RunState("partial", "not finished: a checkpoint but no summary")
+    return RunState("partial", "not finished: no records yet")
+
+
+def job_dirname(overrides: list[str], exclude_keys: list[str], item_sep: str, kv_sep: str) -> str:
+    """Hydra's ``job.override_dirname`` of a job with ``overrides`` (sorted, excluded keys left out)."""
+    lines = sorted(o for o in overrides if override_key(o) not in exclude_keys)
+    return item_sep.join(lines).replace("=", kv_sep)
+
+
+def expected_jobs(hydra_cfg: DictConfig) -> list[tuple[list[str], str]] | None:
+    """(overrides, directory name) of every job a basic-sweeper sweep stands for, or None if that cannot be known.
+
+    ``hydra_cfg`` is the ``hydra`` node of the sweep's config (live, or read back from multirun.yaml).
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        plain = OmegaConf.to_container(hydra_cfg, resolve=False)
+        if not str(plain["sweeper"].get("_target_", "")).endswith("BasicSweeper"):
+            return None
+        if plain["sweep"]["subdir"] != "${hydra:job.override_dirname}":
+            return None
+        params = [f"{k}={v}" for k, v in (plain["sweeper"].get("params") or {}).items()]
+        parsed = OverridesParser.create().parse_overrides([*params, *plain["overrides"]["task"]])
+        jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+        od = plain["job"]["config"]["override_dirname"]
+        return [(job, job_dirname(job, list(od["exclude_keys"]), od["item_sep"], od["kv_sep"])) for job in jobs]
+    except Exception:  # noqa: BLE001 - e.g. glob sweeps need Hydra's config loader: fall back to what is on disk
+        return None
+
+
+def sweep_outcome(sweep_dir: Path, hydra_cfg: DictConfig | None) -> SweepOutcome:
+    """The state of every job of the sweep in ``sweep_dir``: the expected ones if known, else those on disk."""
+    sweep_dir = Path(sweep_dir)
+    expected = expected_jobs(hydra_cfg) if hydra_cfg is not None else None
+    if expected is not None:
+        names = list(dict.fromkeys(name for _, name in expected))
+    else:
+        names = sorted(p.parent.name for p in sweep_dir.glob("*/.hydra"))
+    return SweepOutcome(sweep_dir, [JobOutcome(name, status_of(sweep_dir / name)) for name in names])
+
+
+def print_report(outcome: SweepOutcome) -> None:
+    """Print to stderr how many jobs completed and one line per job that did not."""
+    total, bad = len(outcome.jobs), outcome.unfinished
+    if not bad:
+        print(f"sparseprop: all {total} jobs completed in {outcome.sweep_dir}", file=sys.stderr)
+        return
+    print(f"sparseprop: {len(bad)} of {total} jobs did not complete in {outcome.sweep_dir}:", file=sys.stderr)
+    width = max(len(j.job) for j in bad)
+    for j in bad:
+        print(f"  {j.state.status:<8}  {j.job:<{width}}  {j.state.reason}", file=sys.stderr)
+    print("sparseprop: run the same command again to retry failed and interrupted jobs (finished ones are skipped); "
+          f"`sparseprop collect {outcome.sweep_dir}` tabulates the sweep", file=sys.stderr)
+
+
+class SweepReport(Callback):
+    """Hydra callback (conf/train.yaml): after a sweep, report the jobs that did not complete."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Read every job's records, print the report and keep it for the exit code."""
+        global last_report
+        last_report = sweep_outcome(Path(str(config.hydra.sweep.dir)), config.hydra)
+        print_report(last_report)

@@ -1,0 +1,147 @@
+"""Result tables of the paper experiments (mean ± std over seeds) as CSV and Markdown, from collected runs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from sparseprop import records
+
+# The test error the figures, tables and verdicts use: the test error at the evaluation with the best
+# validation accuracy (the test set does not choose the checkpoint). The authors' figure, the best test
+# error over the last evaluations, is in the tables beside it.
+ERROR = "best_val_test_error_pct"
+INIT_LABELS = {"vs_l": "VS-L", "vs_g": "VS-G", "vs_h": "VS-H", "vs_custom": "VS-custom", "orthogonal": "orthogonal"}
+DATASET_LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "digits": "digits"}
+
+
+def method_label(init: str, prune: str = "snip", isometry: str = "none") -> str:
+    """The paper's name of a pruning method: LDI = orthogonal init + SNIP, LDI-AI = LDI then approximate isometry."""
+    if init == "orthogonal" and prune == "snip":
+        return "LDI-AI" if isometry == "ai" else "LDI"
+    base = INIT_LABELS.get(init, init) + ("" if prune == "snip" else f" + {prune}")
+    return f"{base} + AI" if isometry == "ai" else base
+
+
+# Measurements taken before training starts: a run that diverged later still has them, and they count.
+BEFORE_TRAINING = ("jsv_init_", "jsv_pruned_", "jsv_isometry_", "jsv_pretrain_", "ldi_residual_init",
+                   "ldi_residual_pruned", "ldi_residual_isometry")
+
+
+def usable(runs: pd.DataFrame, diverged: bool = False) -> pd.DataFrame:
+    """The completed runs, and with ``diverged`` also those that diverged (failed and unfinished runs never count)."""
+    if runs.empty or "status" not in runs:
+        return runs.iloc[0:0]
+    return runs[runs.status.isin(("completed", "diverged") if diverged else ("completed",))]
+
+
+def aggregate(runs: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
+    """Per group of ``by``: ``n`` completed runs, how many ``diverged``, and ``<metric>_mean`` / ``_std`` (std needs 2).
+
+    Measurements taken before training (``BEFORE_TRAINING``) average over diverged runs too; the
+    others (errors, losses) over completed runs only.
+    """
+    runs = usable(runs, diverged=True)
+    present = [m for m in metrics if m in runs]
+    rows = []
+    for key, group in runs.groupby(list(by), sort=True, dropna=False):
+        row: dict[str, Any] = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        done = group[group.status == "completed"]
+        row["n"], row["diverged"] = len(done), int((group.status == "diverged").sum())
+        for m in present:
+            source = group if m.startswith(BEFORE_TRAINING) else done
+            values = pd.to_numeric(source[m], errors="coerce").dropna().to_numpy(dtype=float)
+            finite = np.isfinite(values).all()
+            # An infinite value (a condition number with a zero singular value) makes the mean infinite, with no spread.
+            row[f"{m}_mean"] = float(values.mean()) if len(values) else math.nan
+            row[f"{m}_std"] = float(values.std(ddof=1)) if len(values) > 1 and finite else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pm(mean: float, std: float, digits: int = 2) -> str:
+    """``mean ± std`` (just the mean when there is no spread), as text."""
+    if mean is None or math.isnan(mean):
+        return "n/a"
+    if math.isinf(mean):
+        return "inf" if mean > 0 else "-inf"
+    fmt = f"{{:.{digits}f}}" if abs(mean) >= 10 ** -digits or mean == 0 else f"{{:.{digits}g}}"
+    if std is None or not math.isfinite(std):
+        return fmt.format(mean)
+    return f"{fmt.format(mean)} ± {fmt.format(std)}"
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A GitHub Markdown table of ``frame`` (every cell as text)."""
+    if frame.empty:
+        return "(no completed runs)\n"
+    cols = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(str(v) for v in row.values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def readable(agg: pd.DataFrame, by: Sequence[str], columns: dict[str, str], digits: dict[str, int] | None = None) -> pd.DataFrame:
+    """The aggregate as people read it: group columns, ``n``, ``diverged``, one ``mean ± std`` column per metric (renamed)."""
+    digits = digits or {}
+    out = agg[list(by) + ["n", "diverged"]].copy()
+    for metric, title in columns.items():
+        if f"{metric}_mean" in agg:
+            out[title] = [pm(m, s, digits.get(metric, 2)) for m, s in zip(agg[f"{metric}_mean"], agg[f"{metric}_std"])]
+    return out
+
+
+# Each table: (experiment, group columns, metrics with their column titles).
+ERRORS = {ERROR: "test error % (best val)", "final_test_error_pct": "test error % (final)",
+          "best_last_test_error_pct": "test error % (best of last 5)"}
+TABLES: dict[str, tuple[str, list[str], dict[str, str]]] = {
+    "e2_init": ("e2_init", ["activation", "init", "prune"], {
+        **ERRORS, "jsv_init_mean": "JSV mean (init)", "jsv_pruned_mean": "JSV mean (pruned)",
+        "jsv_init_condition": "JSV condition (init)", "jsv_pruned_condition": "JSV condition (pruned)"}),
+    "e3_isometry": ("e3_isometry", ["activation", "method"], {
+        **ERRORS, "jsv_init_mean": "JSV mean (init)", "jsv_pruned_mean": "JSV mean (pruned)",
+        "jsv_isometry_mean": "JSV mean (after AI)", "jsv_pruned_condition": "JSV condition (pruned)",
+        "jsv_isometry_condition": "JSV condition (after AI)", "ldi_residual_pruned": "LDI residual (pruned)",
+        "ldi_residual_isometry": "LDI residual (after AI)"}),
+    "e5_supervision": ("e5_supervision", ["depth", "activation", "target"], ERRORS),
+    "e6_transfer": ("e6_transfer", ["dataset", "prune_dataset", "depth", "activation"], ERRORS),
+}
+
+
+def with_method(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with a ``method`` column (VS-L, LDI, LDI-AI, ...)."""
+    runs = runs.copy()
+    if not runs.empty:
+        runs["method"] = [method_label(i, p, s) for i, p, s in zip(runs["init"], runs["prune"], runs["isometry"])]
+    return runs
+
+
+def table(name: str, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(numeric table for CSV, readable table for Markdown) of table ``name``."""
+    _, by, metrics = TABLES[name]
+    agg = aggregate(with_method(runs), by, list(metrics))
+    if agg.empty:
+        return agg, agg
+    digits = {m: 3 for m in metrics if m.startswith(("jsv", "ldi"))}
+    return agg, readable(agg, by, metrics, digits)
+
+
+def write_tables(results: dict[str, dict[str, Any]], out_dir: str | Path) -> list[Path]:
+    """Write ``<name>.csv`` and ``<name>.md`` for every table whose experiment has results; returns the paths."""
+    out_dir = Path(out_dir)
+    written = []
+    for name, (experiment, _, _) in TABLES.items():
+        runs = results.get(experiment, {}).get("runs", pd.DataFrame())
+        if usable(runs).empty:
+            continue
+        numeric, text = table(name, runs)
+        records.write_csv(out_dir / f"{name}.csv", numeric)
+        records.atomic_write_text(out_dir / f"{name}.md", f"# {name}\n\nmean ± std over seeds; n = completed runs "
+                                  "(errors average over these); diverged runs count only in the JSV columns.\n\n" + markdown(text))
+        written += [out_dir / f"{name}.csv", out_dir / f"{name}.md"]
+    return written

@@ -1,0 +1,127 @@
+"""Synthetic collected results (the tables sparseprop.gather writes), with known values, for figure and verdict tests."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+SEEDS = (0, 1, 2)
+
+
+def _row(run: str, **cols: Any) -> dict[str, Any]:
+    base = {"run": run, "status": "completed", "reason": "", "dataset": "mnist", "prune_dataset": "mnist", "arch": "mlp",
+            "depth": 7, "width": 100, "activation": "tanh", "init": "vs_l", "prune": "snip", "target": "labels",
+            "sparsity_target": 0.9, "isometry": "none", "iterations": 1000, "seed": 0}
+    base.update(cols)
+    return base
+
+
+def e1(tanh_ratio: float = 0.3, linear_ratio: float = 1.0) -> dict[str, Any]:
+    """E1: kept fractions whose last-two / first-two hidden-layer ratio is ``tanh_ratio`` (tanh) and ``linear_ratio``."""
+    runs, layers, masks = [], [], {}
+    rng = np.random.default_rng(0)
+    for act, s, seed in itertools.product(("linear", "tanh"), (0.5, 0.9), (0, 1)):
+        run = f"{act}-{s}-{seed}"
+        runs.append(_row(run, activation=act, sparsity_target=s, seed=seed, iterations=0))
+        ratio = tanh_ratio if act == "tanh" else linear_ratio
+        first = 0.2 * (1 - s) / 0.1 + 0.001 * seed
+        hidden = np.linspace(first, first * ratio, 5)
+        kept = [0.03, *hidden, 0.5]
+        for i, k in enumerate(kept):
+            shape = (100, 784) if i == 0 else (10, 100) if i == 6 else (100, 100)
+            sal = 1e-5 * (0.5 ** i if act == "tanh" else 1.0)
+            layers.append({"run": run, "index": 2 * i, "name": f"layers.{i}.weight", "kind": "weight",
+                           "shape": f"{shape[0]}x{shape[1]}", "parameters": shape[0] * shape[1], "kept_fraction": k,
+                           "saliency_mean": sal, "saliency_median": sal / 2, "saliency_max": sal * 20})
+            layers.append({"run": run, "index": 2 * i + 1, "name": f"layers.{i}.bias", "kind": "bias", "shape": str(shape[0]),
+                           "parameters": shape[0], "kept_fraction": 0.0, "saliency_mean": 0.0, "saliency_median": 0.0,
+                           "saliency_max": 0.0})
+            masks[f"{run}/layers.{i}.weight"] = (rng.random(shape) < k).astype(np.uint8)
+    return {"runs": pd.DataFrame(runs), "layers": pd.DataFrame(layers), "metrics": pd.DataFrame(), "masks": masks}
+
+
+def e2(orth_condition: float = 1.0, snip_pruned: float = 0.3, random_pruned: float = 1e-3) -> dict[str, Any]:
+    """E2: orthogonal JSV mean 1 with condition ``orth_condition``; VS inits 0.2 / condition 50; pruning to the given means.
+
+    The layerwise Jacobians at init (per-layer rows) have the same means and condition numbers in every layer.
+    """
+    runs, layers = [], []
+    for act, init, prune, seed in itertools.product(("linear", "tanh"), ("vs_l", "vs_g", "vs_h", "orthogonal"),
+                                                    ("snip", "random"), SEEDS):
+        orth = init == "orthogonal"
+        jitter = 0.01 * seed
+        runs.append(_row(f"{act}-{init}-{prune}-{seed}", activation=act, init=init, prune=prune, seed=seed,
+                         jsv_init_mean=(1.0 if orth else 0.2) + jitter, jsv_init_condition=(orth_condition if orth else 50.0) + jitter,
+                         jsv_pruned_mean=(snip_pruned if prune == "snip" else random_pruned) * (1 + jitter),
+                         jsv_pruned_condition=(5.0 if prune == "snip" else 500.0) + jitter,
+                         best_val_test_error_pct=(3.0 if prune == "snip" else 60.0) + seed,
+                         final_test_error_pct=3.5, best_last_test_error_pct=2.9))
+        for layer in range(7):
+            layers.append({"run": runs[-1]["run"], "name": f"layers.{layer}.weight", "kind": "weight",
+                           "jsv_init_mean": runs[-1]["jsv_init_mean"], "jsv_init_condition": runs[-1]["jsv_init_condition"]})
+    return {"runs": pd.DataFrame(runs), "layers": pd.DataFrame(layers), "metrics": pd.DataFrame(), "masks": {}}
+
+
+def e3(ai_error: float = 2.0, ldi_error: float = 4.0) -> dict[str, Any]:
+    """E3: AI brings the mean JSV from 0.05 back to 0.9 and the error from ``ldi_error`` to ``ai_error``; AI losses start lower."""
+    runs, metrics = [], []
+    for act, init, iso, seed in itertools.product(("linear", "tanh"), ("vs_l", "orthogonal"), ("none", "ai"), SEEDS):
+        run = f"{act}-{init}-{iso}-{seed}"
+        ai = iso == "ai"
+        row = _row(run, activation=act, init=init, isometry=iso, seed=seed, jsv_init_mean=1.0, jsv_pruned_mean=0.05 + 0.001 * seed,
+                   jsv_init_condition=2.0, jsv_pruned_condition=30.0, best_val_test_error_pct=(ai_error if ai else ldi_error) + 0.1 * seed,
+                   final_test_error_pct=3.0, best_last_test_error_pct=2.5, ldi_residual_pruned=40.0)
+        if ai:
+            row.update(jsv_isometry_mean=0.9 + 0.01 * seed, jsv_isometry_condition=3.0, ldi_residual_isometry=4.0)
+        runs.append(row)
+        for step in range(100, 1001, 100):
+            loss = (0.5 if ai else 1.0) * 1000 / step + 0.01 * seed
+            metrics.append({"run": run, "step": step, "split": "train", "name": "loss", "value": loss})
+            if step % 200 == 0:
+                metrics.append({"run": run, "step": step, "split": "test", "name": "error_pct", "value": 10 * loss})
+    return {"runs": pd.DataFrame(runs), "layers": pd.DataFrame(), "metrics": pd.DataFrame(metrics), "masks": {}}
+
+
+def e5(gap: float = 0.2) -> dict[str, Any]:
+    """E5: label-free targets ``gap`` points worse than the labels (with a little seed noise)."""
+    runs = []
+    for depth, act, target, seed in itertools.product((3, 5, 7), ("linear", "tanh"),
+                                                      ("labels", "uniform", "self_hard", "self_soft"), (0, 1)):
+        err = 2.0 + depth * 0.1 + (0 if target == "labels" else gap) + 0.05 * seed * (target == "labels")
+        runs.append(_row(f"{depth}-{act}-{target}-{seed}", depth=depth, activation=act, target=target, seed=seed,
+                         init="orthogonal", best_val_test_error_pct=err, final_test_error_pct=err, best_last_test_error_pct=err))
+    return {"runs": pd.DataFrame(runs), "layers": pd.DataFrame(), "metrics": pd.DataFrame(), "masks": {}}
+
+
+def e6(gap: float = 0.3) -> dict[str, Any]:
+    """E6: transferred masks ``gap`` points worse than in-domain ones."""
+    runs = []
+    for data, source, act, seed in itertools.product(("mnist", "fashion_mnist"), ("mnist", "fashion_mnist"),
+                                                     ("linear", "tanh"), (0, 1)):
+        base = 2.0 if data == "mnist" else 11.0
+        err = base + (gap if data != source else 0.0) + 0.05 * seed * (data == source)
+        runs.append(_row(f"{data}-{source}-{act}-{seed}", dataset=data, prune_dataset=source, activation=act, seed=seed,
+                         init="orthogonal", best_val_test_error_pct=err, final_test_error_pct=err, best_last_test_error_pct=err))
+    return {"runs": pd.DataFrame(runs), "layers": pd.DataFrame(), "metrics": pd.DataFrame(), "masks": {}}
+
+
+def sweep() -> dict[str, Any]:
+    """Sparsity sweep: error rising and JSV falling with sparsity, AI keeping the JSV at 0.9."""
+    runs = []
+    for act, init, iso, s in itertools.product(("linear", "tanh"), ("vs_l", "orthogonal"), ("none", "ai"), (0.5, 0.9, 0.99)):
+        row = _row(f"{act}-{init}-{iso}-{s}", activation=act, init=init, isometry=iso, sparsity_target=s,
+                   jsv_pruned_mean=1 - s, best_val_test_error_pct=100 * s / 10, final_test_error_pct=1.0,
+                   best_last_test_error_pct=1.0)
+        if iso == "ai":
+            row["jsv_isometry_mean"] = 0.9
+        runs.append(row)
+    return {"runs": pd.DataFrame(runs), "layers": pd.DataFrame(), "metrics": pd.DataFrame(), "masks": {}}
+
+
+def results() -> dict[str, dict[str, Any]]:
+    """Every experiment's synthetic results, keyed by experiment id."""
+    return {"e1_masks": e1(), "e2_init": e2(), "e3_isometry": e3(), "e5_supervision": e5(), "e6_transfer": e6(),
+            "sparsity_sweep": sweep()}

@@ -1,0 +1,150 @@
+"""The verdict rules: each claim holds, fails or is inconclusive exactly as its stated rule says."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sparseprop import claims, judge, report, tables
+from sparseprop.judge import FAILS, HOLDS, SKIPPED, UNSURE
+from tests import synthetic
+
+
+@pytest.mark.parametrize("a, b, outcome", [
+    ([1.0, 1.1], [2.0, 2.1], HOLDS),
+    ([2.0, 2.1], [1.0, 1.1], FAILS),
+    ([1.0, 2.0], [1.4, 2.4], UNSURE),  # intervals overlap
+    ([1.0], [2.0, 2.1], UNSURE),       # one run: no spread
+    ([1.0, math.nan, 1.1], [2.0, 2.1], HOLDS),  # NaN (a diverged measurement) is ignored
+])
+def test_less(a, b, outcome):
+    check = judge.less("x", a, b)
+    assert check.outcome == outcome
+    assert f"(n={len([v for v in a if v == v])})" in check.numbers.split(" vs ")[0]
+
+
+def test_at_most_and_between():
+    assert judge.at_most("d", [0.2, 0.4], 1.0).outcome == HOLDS
+    assert judge.at_most("d", [2.0, 2.2], 1.0).outcome == FAILS
+    assert judge.at_most("d", [0.5, 1.5], 1.0).outcome == UNSURE
+    assert judge.between("r", [0.9, 1.1], 2 / 3, 1.5).outcome == HOLDS
+    assert judge.between("r", [0.2, 0.25], 2 / 3, 1.5).outcome == FAILS
+    assert judge.between("r", [0.6, 0.8], 2 / 3, 1.5).outcome == UNSURE
+
+
+def test_verdict_combines_checks():
+    v = judge.Verdict("C0", "p", "s", "m", "r")
+    assert v.outcome == UNSURE and "no completed runs" in v.why
+    v.checks = [judge.Check("a", "", HOLDS), judge.Check("b", "", UNSURE, "overlap")]
+    assert v.outcome == UNSURE and v.why == "b: overlap"
+    v.checks.append(judge.Check("c", "", FAILS, "opposite"))
+    assert v.outcome == FAILS
+
+
+def test_c1_ratio_and_verdicts():
+    ratios = claims.depth_ratio(synthetic.e1()["layers"], synthetic.e1()["runs"])
+    assert set(ratios.sparsity) == {0.9}
+    # Hidden kept fractions fall linearly from f to 0.3 f over five layers: (mean of the last two) / (first two).
+    expected = (1 - 0.7 * 7 / 8) / (1 - 0.7 / 8)
+    assert ratios[ratios.activation == "tanh"].ratio.tolist() == pytest.approx([expected, expected])
+    tanh, linear = claims.c1(synthetic.e1(tanh_ratio=0.3, linear_ratio=1.0))
+    assert (tanh.outcome, linear.outcome) == (HOLDS, HOLDS)
+    tanh, linear = claims.c1(synthetic.e1(tanh_ratio=0.9, linear_ratio=0.3))
+    assert (tanh.outcome, linear.outcome) == (FAILS, FAILS)
+
+
+def test_c2_orthogonal_against_variance_scaling():
+    per_run = claims.layerwise_init(synthetic.e2()["layers"], synthetic.e2()["runs"])
+    orth = per_run[(per_run.init == "orthogonal") & per_run.run.str.contains("snip")]
+    assert orth.log_condition.tolist() == pytest.approx(np.log10([1.0, 1.01, 1.02] * 2))
+    assert [v.outcome for v in claims.c2(synthetic.e2())] == [HOLDS, HOLDS]
+    # An orthogonal condition number worse than the VS inits' (50) contradicts the claim.
+    assert [v.outcome for v in claims.c2(synthetic.e2(orth_condition=80.0))] == [FAILS, FAILS]
+
+
+def test_c3_pruning_breaks_isometry_and_random_is_worse():
+    breaks, random = claims.c3(synthetic.e2())
+    assert (breaks.outcome, random.outcome) == (HOLDS, HOLDS)
+    assert len(random.checks) == 8  # two activations x four inits
+    breaks, random = claims.c3(synthetic.e2(snip_pruned=1e-4, random_pruned=0.3))
+    assert random.outcome == FAILS
+
+
+def test_c4_ai_against_ldi():
+    assert [v.outcome for v in claims.c4(synthetic.e3())] == [HOLDS, HOLDS]
+    worse = claims.c4(synthetic.e3(ai_error=6.0, ldi_error=4.0))
+    assert [v.outcome for v in worse] == [FAILS, FAILS]
+    assert "test error" in worse[0].why
+    # Errors within each other's spread leave the claim open.
+    res = synthetic.e3(ai_error=4.0, ldi_error=4.05)
+    assert claims.c4(res)[0].outcome == UNSURE
+
+
+def test_early_loss_uses_the_first_fifth_of_training():
+    res = synthetic.e3()
+    early = claims.early_loss(res["metrics"], res["runs"].iloc[:1])
+    assert early.iloc[0] == pytest.approx((1000 / 100 + 1000 / 200) / 2)
+
+
+def test_c5_and_c6_paired_differences_against_the_threshold():
+    assert all(v.outcome == HOLDS for v in claims.c5(synthetic.e5(gap=0.2)))
+    assert all(v.outcome == FAILS for v in claims.c5(synthetic.e5(gap=3.0)))
+    diffs = claims.paired_differences(synthetic.e5(gap=0.2)["runs"], "target", "uniform", "labels",
+                                      ["depth", "activation", "seed"])
+    assert len(diffs) == 12 and diffs.mean() == pytest.approx(0.2 - 0.025)
+    assert all(v.outcome == HOLDS for v in claims.c6(synthetic.e6(gap=0.3)))
+    assert all(v.outcome == FAILS for v in claims.c6(synthetic.e6(gap=5.0)))
+
+
+def test_failed_runs_are_left_out():
+    res = synthetic.e6(gap=0.3)
+    res["runs"].loc[res["runs"].prune_dataset != res["runs"].dataset, "best_val_test_error_pct"] = 90.0
+    res["runs"].loc[res["runs"].prune_dataset != res["runs"].dataset, "status"] = "failed"
+    assert all(v.outcome == UNSURE and "fewer than 2" in v.why for v in claims.c6(res))
+
+
+def test_verdicts_skip_missing_experiments_with_the_reason():
+    results = synthetic.results()
+    del results["e6_transfer"]
+    out = claims.verdicts(results, {"e6_transfer": "Fashion-MNIST not found"})
+    c6 = [v for v in out if v.claim == "C6"]
+    assert len(c6) == 2 and all(v.outcome == SKIPPED and "Fashion-MNIST not found" in v.why for v in c6)
+    assert {v.claim for v in out} == {"C1", "C2", "C3", "C4", "C5", "C6"}
+    assert all(v.outcome == HOLDS for v in out if v.claim != "C6")
+
+
+def test_report_states_rules_numbers_and_verdicts(tmp_path):
+    results = synthetic.results()
+    verdicts = claims.verdicts(results)
+    status = {"profile": "quick", "description": "test", "n_jobs": 2, "wall_time_s": 600.0, "estimate_s": 540.0,
+              "experiments": {"e2_init": {"counts": {"completed": 47, "failed": 1},
+                                          "problems": [{"run": "x", "status": "failed", "reason": "boom"}]}}}
+    text = report.write(tmp_path / "REPRODUCTION.md", verdicts, status, [tmp_path / "e2_jsv.png"], {"e6": "why"}, [])
+    assert (tmp_path / "REPRODUCTION.md").read_text() == text
+    for v in verdicts:
+        assert f"### {v.claim}, {v.part}: {v.outcome}" in text and v.rule in text
+    assert "10.0 min" in text and "`e2_init/x`: failed: boom" in text and "C7" in text
+    # C3's condition numbers after init (1 + 0.01 seed) and after SNIP (5 + 0.01 seed), beside the verdict.
+    assert "linear: condition number init vs pruned: 1.01 ± 0.01 (n=3) vs 5.01 ± 0.01 (n=3)" in text
+
+
+def test_tables_mean_and_std_over_seeds(tmp_path):
+    numeric, text = tables.table("e2_init", synthetic.e2()["runs"])
+    row = numeric[(numeric.activation == "tanh") & (numeric.init == "vs_h") & (numeric.prune == "random")].iloc[0]
+    assert row.n == 3 and row.best_val_test_error_pct_mean == pytest.approx(61.0)
+    assert row.best_val_test_error_pct_std == pytest.approx(1.0)
+    assert "61.00 ± 1.00" in text["test error % (best val)"].tolist()
+    written = tables.write_tables(synthetic.results(), tmp_path)
+    assert {p.name for p in written} == {f"{n}.{e}" for n in tables.TABLES for e in ("csv", "md")}
+    assert pd.read_csv(tmp_path / "e3_isometry.csv").method.tolist()[:4] == ["LDI", "LDI-AI", "VS-L", "VS-L + AI"]
+    assert "| linear | LDI |" in (tmp_path / "e3_isometry.md").read_text()
+
+
+def test_an_infinite_measurement_counts_as_infinitely_bad_not_as_missing():
+    # Random pruning can cut every path: mean JSV 0 (|log10| = inf) and condition number inf.
+    assert judge.less("x", [0.5, 0.6], [math.inf, math.inf]).outcome == HOLDS
+    assert judge.less("x", [math.inf, 1.0], [0.5, 0.6]).outcome == FAILS
+    assert judge.distance_from_one([0.0, 10.0, 0.1]).tolist() == [math.inf, 1.0, 1.0]
+    agg = tables.aggregate(pd.DataFrame({"status": ["completed"] * 2, "g": [1, 1], "c": [3.0, math.inf]}), ["g"], ["c"])
+    assert agg.c_mean.iloc[0] == math.inf and tables.pm(agg.c_mean.iloc[0], agg.c_std.iloc[0]) == "inf"
