@@ -12,13 +12,13 @@ PROFILE ?= quick
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,slurm]'
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install sparseprop with its test tools
+install: $(STAMP)  ## create .venv and install sparseprop with its test tools and the Slurm launcher
 
 train: $(STAMP)  ## run the default experiment (MNIST, MLP-7 tanh, SNIP 90%); extra overrides via ARGS="..."
 	$(BIN)/sparseprop train $(ARGS)
