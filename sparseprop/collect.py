@@ -97,16 +97,10 @@ def _number(value: Any) -> Any:
     return value
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+def _flat(node: Any) -> dict[str, Any]:
     """Dotted keys to scalars; lists become one '; '-joined string."""
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for k, v in node.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    if isinstance(node, (list, tuple)):
-        return {prefix[:-1]: "; ".join(str(v) for v in node)}
-    return {prefix[:-1]: _number(node)}
+    return {k: ("; ".join(str(x) for x in v) if isinstance(v, (list, tuple)) else _number(v))
+            for k, v in sweep.flatten(node).items()}
 
 
 def _parse_value(text: str) -> Any:

@@ -111,11 +111,12 @@ def job_threads(launcher: Mapping[str, Any], cores: int) -> int:
     return 0
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one dict of dotted keys to leaf values (lists stay lists)."""
     if isinstance(node, Mapping):
         out: dict[str, Any] = {}
         for k, v in node.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: node}
 
@@ -140,7 +141,7 @@ def config_changes(saved: Mapping[str, Any] | None, current: DictConfig | Mappin
     if saved is None:
         return []
     now = OmegaConf.to_container(current, resolve=True) if OmegaConf.is_config(current) else current
-    old, new = _flatten(saved), _flatten(now)
+    old, new = flatten(saved), flatten(now)
     # A key only one side knows is a schema change between versions, not a different experiment:
     # new keys default to the old behaviour, so they do not make a finished run stale.
     return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in sorted(old.keys() & new.keys())
