@@ -60,34 +60,36 @@ def measure(model: torch.nn.Module, x_io: torch.Tensor | None, x_layer: torch.Te
         out.warnings += [f"{stage} step {step} {what}: {w.message}" for w in caught]
         return stats
 
+    def record(scope: str, layer: int, name: str, examples: int, sv: torch.Tensor, what: str, key: str,
+               residual: float = float("nan")) -> None:
+        out.rows.append(_row(stage, step, scope, layer, name, examples, stats_of(sv, what), residual))
+        if keep_raw:
+            out.raw[f"{stage}/{key}"] = sv.float().cpu().numpy()
+
+    def failed(what: str, exc: Exception) -> None:
+        if isinstance(exc, SparsepropError):
+            out.warnings.append(f"{what} skipped: {exc}")
+        else:
+            out.warnings.append(f"{stage} step {step} {what} not finite: {str(exc).splitlines()[0]}")
+
     try:
         if x_io is not None:
             try:
                 sv = signal.io_singular_values(model, x_io)
-                out.rows.append(_row(stage, step, "network", -1, "input_output", int(sv.shape[0]), stats_of(sv, "input-output JSV")))
-                if keep_raw:
-                    out.raw[f"{stage}/io"] = sv.float().cpu().numpy()
-            except SparsepropError as exc:
-                out.warnings.append(f"input-output JSV skipped: {exc}")
-            except torch.linalg.LinAlgError as exc:
-                out.warnings.append(f"{stage} step {step} input-output JSV not finite: {str(exc).splitlines()[0]}")
-                out.rows.append(_row(stage, step, "network", -1, "input_output", int(x_io.shape[0]), _nan_stats()))
+                record("network", -1, "input_output", int(sv.shape[0]), sv, "input-output JSV", "io")
+            except (SparsepropError, torch.linalg.LinAlgError) as exc:
+                failed("input-output JSV", exc)
+                if isinstance(exc, torch.linalg.LinAlgError):
+                    out.rows.append(_row(stage, step, "network", -1, "input_output", int(x_io.shape[0]), _nan_stats()))
         if x_layer is not None:
             try:
                 for layer, sv in enumerate(signal.layer_singular_values(model, x_layer)):
-                    out.rows.append(_row(stage, step, "layer", layer, names[layer], int(sv.shape[0]),
-                                         stats_of(sv, f"layer {layer} JSV")))
-                    if keep_raw:
-                        out.raw[f"{stage}/layer{layer}"] = sv.float().cpu().numpy()
-            except SparsepropError as exc:
-                out.warnings.append(f"layerwise JSV skipped: {exc}")
-            except torch.linalg.LinAlgError as exc:
-                out.warnings.append(f"{stage} step {step} layerwise JSV not finite: {str(exc).splitlines()[0]}")
+                    record("layer", layer, names[layer], int(sv.shape[0]), sv, f"layer {layer} JSV", f"layer{layer}")
+            except (SparsepropError, torch.linalg.LinAlgError) as exc:
+                failed("layerwise JSV", exc)
         residuals = signal.isometry_residual(model)
         for layer, (sv, res) in enumerate(zip(_weight_spectra(model), residuals)):
-            out.rows.append(_row(stage, step, "weights", layer, names[layer], 0, stats_of(sv, f"layer {layer} weights"), res))
-            if keep_raw:
-                out.raw[f"{stage}/weights{layer}"] = sv.float().cpu().numpy()
+            record("weights", layer, names[layer], 0, sv, f"layer {layer} weights", f"weights{layer}", res)
     finally:
         model.train(was_training)
     return out
