@@ -15,6 +15,7 @@ commands:
   train [overrides] [-m]   prune at initialisation and train (Hydra overrides, e.g. init=orthogonal prune=snip)
   collect PATH...          gather run directories into one results table
   figures                  redraw the paper figures from collected results
+  plot RUN_DIR...          draw a run's own figures from its records (runs made with figures=false)
 
 `sparseprop train --help` lists the config groups and their options."""
 
@@ -157,6 +158,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("sparseprop.cli", "train_command"),
     "collect": ("sparseprop.collect", "main"),
     "figures": ("sparseprop.figures", "main"),
+    "plot": ("sparseprop.plots", "main"),
 }
 
 

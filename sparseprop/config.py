@@ -106,6 +106,7 @@ class Config:
     threads: int = 0
     progress: Any = "auto"
     resume: bool = True
+    figures: bool = True
 
 
 def register_schema() -> None:

@@ -177,3 +177,21 @@ def run_figures(run_dir: str | Path) -> list[Path]:
     if (run_dir / "isometry.csv").is_file():
         written += save(isometry_curve(pd.read_csv(run_dir / "isometry.csv")), run_dir / "isometry_curve")
     return written
+
+
+def main(args: list[str]) -> None:
+    """`sparseprop plot RUN_DIR...`: draw each run's own figures from its records (e.g. runs made with figures=false)."""
+    import argparse
+
+    from sparseprop.errors import SparsepropError
+
+    parser = argparse.ArgumentParser(prog="sparseprop plot", description=main.__doc__.split(": ", 1)[1])
+    parser.add_argument("runs", nargs="+", help="run directories (each holding the records of one run)")
+    opts = parser.parse_args(args)
+    # Check every directory before drawing any: a typo fails at once, not after minutes of plotting.
+    for run in opts.runs:
+        if not (Path(run) / "summary.json").is_file() and not (Path(run) / "metrics.csv").is_file():
+            raise SparsepropError(f"RUN_DIR={run} is not valid: it holds no run records (summary.json or metrics.csv)")
+    for run in opts.runs:
+        written = run_figures(run)
+        print(f"{run}: {len(written)} files" + (f" ({', '.join(sorted({p.stem for p in written}))})" if written else ""))

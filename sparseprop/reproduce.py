@@ -206,7 +206,9 @@ def run_sweep(plan: Plan, n_jobs: int, bar: Any) -> tuple[int, str]:
     """Run the experiment's sweep in a subprocess (joblib launcher), advancing ``bar`` as jobs end; (exit code, error line)."""
     cmd = [sys.executable, "-m", "sparseprop.cli", "train", "-m", *plan.overrides, f"hydra.sweep.dir={plan.sweep_dir}",
            f"hydra.job.config.override_dirname.exclude_keys=[{','.join(plan.exclude)}]",
-           "hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}", "threads=1", "progress=false"]
+           "hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}", "threads=1", "progress=false",
+           # the experiment draws its own figures; per-run ones would cost seconds per job
+           "figures=false"]
     plan.sweep_dir.parent.mkdir(parents=True, exist_ok=True)
     log_path = plan.sweep_dir.parent / f"{plan.experiment}.log"
     pending = {j.dirname for j in plan.todo}

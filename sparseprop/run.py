@@ -71,11 +71,16 @@ def layer_table(params: dict[str, torch.nn.Parameter], masks: pruning.Masks | No
 
 def library_versions() -> dict[str, str]:
     """Versions that decide the numbers a run produces."""
-    import hydra
-    import torchvision
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
 
     return {"sparseprop": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "hydra": hydra.__version__}
+            "torchvision": installed("torchvision"), "hydra": installed("hydra-core")}
 
 
 class Run:
@@ -292,7 +297,9 @@ class Run:
         return int(sum(int((self.params[k].detach()[~m] != 0).sum()) for k, m in self.masks.items()))
 
     def finish(self, state: train.TrainState) -> None:
-        """Figures of the run (drawn from its records)."""
+        """Figures of the run (drawn from its records), unless ``figures=false``."""
+        if not self.cfg.get("figures", True):
+            return
         from sparseprop import plots
 
         try:

@@ -18,7 +18,7 @@ from sparseprop import records
 # Keys that say how or where a job runs, not what it computes: they never name a job or a sweep
 # directory, and changing them between an interrupted run and its resumption is allowed.
 # conf/train.yaml repeats them in hydra.job.config.override_dirname.exclude_keys (a test checks).
-RUNTIME_KEYS = ("progress", "resume", "device", "threads", "dataset.root", "dataset.download")
+RUNTIME_KEYS = ("progress", "resume", "figures", "device", "threads", "dataset.root", "dataset.download")
 SWEEPS_DIR = "outputs/sweeps"
 FINISHED = ("completed", "diverged")
 # Exit code of `sparseprop train` when a run or a sweep job did not complete (2 is bad input).

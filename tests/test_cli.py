@@ -128,3 +128,24 @@ def test_console_script_on_real_mnist(tmp_path):
     assert summary["prunable_parameters"] == 130_010
     # 500 steps of a 90%-sparse MLP-7 reach well under 20% test error on MNIST (chance is 90%).
     assert summary["final_test_error_pct"] < 20.0
+
+
+def test_figures_false_draws_nothing_and_plot_draws_the_same_files_later(tmp_path):
+    drawn = {}
+    for flag in ("true", "false"):
+        cfg = compose_cfg([*TINY, "train.iterations=20", "train.eval_interval=10", f"figures={flag}"])
+        Run(cfg, tmp_path / flag).execute()
+        drawn[flag] = sorted(p.name for p in (tmp_path / flag).iterdir() if p.suffix in (".png", ".pdf"))
+    assert drawn["false"] == [] and "training_curves.png" in drawn["true"] and "jsv_histogram.pdf" in drawn["true"]
+    # figures is how a run is recorded, not what it computes: the records themselves are the same.
+    for name in ("metrics.csv", "layers.csv", "signal.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "true" / name), pd.read_csv(tmp_path / "false" / name))
+    res = run_cli("plot", str(tmp_path / "false"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "false").iterdir() if p.suffix in (".png", ".pdf")) == drawn["true"]
+
+
+def test_plot_rejects_a_directory_without_records(tmp_path):
+    res = run_cli("plot", str(tmp_path / "missing"))
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and "RUN_DIR=" in lines[0] and "Traceback" not in res.stderr

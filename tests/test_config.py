@@ -104,3 +104,57 @@ def test_corrupt_dataset(tmp_path):
 def test_expand_sweeps():
     combos = cli.expand(["a=1,2", "b=x,y,z", "c=3"])
     assert len(combos) == 6 and ["a=1", "b=x", "c=3"] in combos
+
+
+def _write_idx(path, array):
+    import numpy as np
+
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def test_read_idx_matches_torchvisions_reader(tmp_path):
+    # An independent reader of the same format: torchvision's own parser.
+    import numpy as np
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    from sparseprop import data
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, size=(7, 28, 28)), rng.integers(0, 10, size=7)
+    _write_idx(tmp_path / "images", images)
+    _write_idx(tmp_path / "labels", labels)
+    got_x, got_y = data.read_idx(tmp_path / "images"), data.read_idx(tmp_path / "labels")
+    assert torch.equal(got_x, read_image_file(str(tmp_path / "images")))
+    assert torch.equal(got_y.long(), read_label_file(str(tmp_path / "labels")))
+    assert torch.equal(got_x, torch.from_numpy(images.astype(np.uint8)))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "header"])
+def test_read_idx_rejects_damaged_files(tmp_path, damage):
+    import numpy as np
+
+    from sparseprop import data
+
+    path = tmp_path / "images"
+    _write_idx(path, np.zeros((3, 4, 4)))
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-5] if damage == "truncate" else b"\x00\x00\x0d" + raw[3:])
+    with pytest.raises(ValueError, match="IDX|needs"):
+        data.read_idx(path)
+
+
+def test_unreadable_extracted_files_are_one_clear_error(tmp_path):
+    import numpy as np
+
+    from sparseprop import data
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        _write_idx(raw / f, np.zeros((2, 28, 28)))
+    with pytest.raises(SparsepropError, match="dataset=mnist: unexpected shapes"):
+        data.load("mnist", str(tmp_path), download=False)
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"junk")
+    with pytest.raises(SparsepropError, match="dataset=mnist: could not read"):
+        data.load("mnist", str(tmp_path), download=False)
