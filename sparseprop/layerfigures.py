@@ -70,19 +70,31 @@ def e1_kept_fraction(layers: pd.DataFrame, runs: pd.DataFrame) -> Any:
 
 
 def e1_saliency(layers: pd.DataFrame, runs: pd.DataFrame) -> Any:
-    """Per-layer saliency distribution (median, mean, max per connection), linear against tanh."""
+    """Per-layer saliency distribution, linear against tanh: median line, 25-75% band, 5-95% band, mean and max.
+
+    Each statistic is taken per run over one layer's connections, then averaged over runs (seeds and
+    sparsities: the saliency does not depend on the sparsity). Records from before the quantiles were
+    kept have no bands; the mean, median and max are drawn all the same.
+    """
     w = _with_config(layers, runs)
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
     colours = {"linear": "tab:blue", "tanh": "tab:red"}
+    bands = [c for c in ("saliency_q05", "saliency_q25", "saliency_q75", "saliency_q95") if c in w]
     for a in present(w.activation, ACTIVATIONS):
-        agg = w[w.activation == a].groupby("layer")[["saliency_median", "saliency_mean", "saliency_max"]].mean()
+        cols = ["saliency_median", "saliency_mean", "saliency_max", *bands]
+        agg = w[w.activation == a].groupby("layer")[cols].mean()
         c = colours.get(a)
-        ax.plot(agg.index, agg.saliency_mean, "-o", color=c, label=f"{a}: mean")
-        ax.plot(agg.index, agg.saliency_median, "--s", color=c, ms=4, label=f"{a}: median")
+        if len(bands) == 4:
+            ax.fill_between(agg.index, agg.saliency_q05, agg.saliency_q95, color=c, alpha=0.12, lw=0,
+                            label=f"{a}: 5-95% of connections")
+            ax.fill_between(agg.index, agg.saliency_q25, agg.saliency_q75, color=c, alpha=0.3, lw=0,
+                            label=f"{a}: 25-75%")
+        ax.plot(agg.index, agg.saliency_median, "-s", color=c, ms=4, label=f"{a}: median")
+        ax.plot(agg.index, agg.saliency_mean, "--o", color=c, ms=4, label=f"{a}: mean")
         ax.plot(agg.index, agg.saliency_max, ":^", color=c, ms=4, label=f"{a}: max")
     ax.set(yscale="log", xlabel="layer (1 = input, 7 = output)",
            ylabel="saliency per connection\n(normalised: all connections sum to 1)",
-           title="E1: connection sensitivity per layer, MLP-7 VS-L")
+           title="E1: distribution of connection sensitivity per layer, MLP-7 VS-L")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()

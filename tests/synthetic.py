@@ -35,7 +35,9 @@ def e1(tanh_ratio: float = 0.3, linear_ratio: float = 1.0) -> dict[str, Any]:
             sal = 1e-5 * (0.5 ** i if act == "tanh" else 1.0)
             layers.append({"run": run, "index": 2 * i, "name": f"layers.{i}.weight", "kind": "weight",
                            "shape": f"{shape[0]}x{shape[1]}", "parameters": shape[0] * shape[1], "kept_fraction": k,
-                           "saliency_mean": sal, "saliency_median": sal / 2, "saliency_max": sal * 20})
+                           "saliency_mean": sal, "saliency_median": sal / 2, "saliency_max": sal * 20,
+                           "saliency_q05": sal / 100, "saliency_q25": sal / 10, "saliency_q75": sal,
+                           "saliency_q95": sal * 5})
             layers.append({"run": run, "index": 2 * i + 1, "name": f"layers.{i}.bias", "kind": "bias", "shape": str(shape[0]),
                            "parameters": shape[0], "kept_fraction": 0.0, "saliency_mean": 0.0, "saliency_median": 0.0,
                            "saliency_max": 0.0})

@@ -149,3 +149,28 @@ def test_plot_rejects_a_directory_without_records(tmp_path):
     res = run_cli("plot", str(tmp_path / "missing"))
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(lines) == 1 and "RUN_DIR=" in lines[0] and "Traceback" not in res.stderr
+
+
+def test_layer_table_saliency_statistics_match_a_brute_force_quantile():
+    from sparseprop.run import layer_table
+
+    torch.manual_seed(0)
+    params = {"w": torch.nn.Parameter(torch.randn(7, 13)), "b": torch.nn.Parameter(torch.randn(7))}
+    sal = {k: torch.rand_like(p) ** 3 for k, p in params.items()}
+    masks = {k: torch.rand_like(p) < 0.5 for k, p in params.items()}
+
+    def quantile(values, q):  # linear interpolation between the sorted values at position q*(n-1)
+        v = sorted(values)
+        pos = q * (len(v) - 1)
+        lo = int(pos)
+        hi = min(lo + 1, len(v) - 1)
+        return v[lo] + (pos - lo) * (v[hi] - v[lo])
+
+    for row in layer_table(params, masks, sal):
+        values = [float(x) for x in sal[row["name"]].flatten()]
+        assert row["kept"] == int(masks[row["name"]].sum())
+        assert row["saliency_sum"] == pytest.approx(sum(values))
+        assert row["saliency_mean"] == pytest.approx(sum(values) / len(values))
+        assert row["saliency_max"] == pytest.approx(max(values))
+        for key, q in (("q05", 0.05), ("q25", 0.25), ("median", 0.5), ("q75", 0.75), ("q95", 0.95)):
+            assert row[f"saliency_{key}"] == pytest.approx(quantile(values, q)), key

@@ -75,6 +75,22 @@ def test_e1_saliency_shows_mean_median_max_per_layer():
     np.testing.assert_allclose(y, 2e-4)
 
 
+def test_e1_saliency_bands_are_the_quantiles_per_layer():
+    fig = figures.e1_saliency(*(synthetic.e1()[k] for k in ("layers", "runs")))
+    ax = fig.axes[0]
+    bands = {c.get_label(): c.get_paths()[0].vertices for c in ax.collections}
+    for label, lo, hi in (("tanh: 25-75%", 0.1, 1.0), ("tanh: 5-95% of connections", 0.01, 5.0)):
+        v = bands[label]
+        for layer in range(1, 8):
+            ys = v[np.isclose(v[:, 0], layer), 1]
+            sal = 1e-5 * 0.5 ** (layer - 1)
+            np.testing.assert_allclose([ys.min(), ys.max()], [lo * sal, hi * sal])
+    # Without the quantile columns (older records) the figure still draws mean, median and max.
+    layers = synthetic.e1()["layers"].drop(columns=["saliency_q05", "saliency_q25", "saliency_q75", "saliency_q95"])
+    fig = figures.e1_saliency(layers, synthetic.e1()["runs"])
+    assert not fig.axes[0].collections and line(fig.axes[0], "linear: median")[1][0] == pytest.approx(5e-6)
+
+
 def test_e2_jsv_bars_are_stage_means_by_init():
     fig = figures.e2_jsv(synthetic.e2()["runs"])
     assert_readable(fig)
