@@ -19,13 +19,15 @@ SCHEDULES: Registry[Callable[..., float]] = Registry("train.schedule")
 
 @OPTIMIZERS.register("sgd")
 def _sgd(params: list[nn.Parameter], lr: float, weight_decay: float, **_: Any) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    # foreach=True: one fused update for all tensors. torch picks it by default only on CUDA; on
+    # the CPU the per-tensor loop costs about a tenth of an MLP-7 step for the same arithmetic.
+    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
 @OPTIMIZERS.register("momentum")
 def _momentum(params: list[nn.Parameter], lr: float, weight_decay: float, momentum: float = 0.9,
               nesterov: bool = False, **_: Any) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov)
+    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, foreach=True)
 
 
 @SCHEDULES.register("constant")
@@ -188,13 +190,16 @@ def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torc
     constant = cfg.schedule == "constant"
     masked, fmasks = masked_tensors(params, masks)
     x, y = splits.x_train, splits.y_train
+    # Plain ints: reading a config node in the loop costs more than the arithmetic it guards.
+    iterations, log_every, eval_every, ckpt_every = (int(cfg.iterations), int(cfg.log_interval),
+                                                     int(cfg.eval_interval), int(cfg.checkpoint_interval))
     model.train()
     bar = tqdm(total=cfg.iterations, initial=state.step, disable=progress is False if progress is not None else None,
                desc="train", unit="it", dynamic_ncols=True, mininterval=0.5)
     running = torch.tensor(state.loss_sum, device=x.device)
     since_log = state.loss_count
     try:
-        for step in range(state.step + 1, cfg.iterations + 1):
+        for step in range(state.step + 1, iterations + 1):
             if not constant:
                 lr = schedule(step, **sched_args)
                 for group in optimizer.param_groups:
@@ -212,7 +217,7 @@ def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torc
             running += loss.detach()
             since_log += 1
             state.step = step
-            if step % cfg.log_interval == 0 or step == cfg.iterations:
+            if step % log_every == 0 or step == iterations:
                 mean_loss = running.item() / since_log
                 running.zero_()
                 bar.update(since_log)
@@ -224,12 +229,12 @@ def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torc
                 if not math.isfinite(mean_loss):
                     state.status, state.reason = "diverged", f"training loss became {mean_loss} at step {step}"
                     break
-            if step % cfg.eval_interval == 0 or step == cfg.iterations:
+            if step % eval_every == 0 or step == iterations:
                 record_evaluation(model, splits, state)
                 on_eval(state)
             if on_step is not None:
                 on_step(step)
-            if step % cfg.checkpoint_interval == 0 and step != cfg.iterations:
+            if step % ckpt_every == 0 and step != iterations:
                 state.loss_sum, state.loss_count = running.item(), since_log
                 on_checkpoint(state)
         else:
