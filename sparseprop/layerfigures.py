@@ -70,32 +70,39 @@ def e1_kept_fraction(layers: pd.DataFrame, runs: pd.DataFrame) -> Any:
 
 
 def e1_saliency(layers: pd.DataFrame, runs: pd.DataFrame) -> Any:
-    """Per-layer saliency distribution, linear against tanh: median line, 25-75% band, 5-95% band, mean and max.
+    """Per-layer saliency distribution, one panel per activation on a shared axis: median line, 25-75%
+    and 5-95% bands, mean and max.
 
     Each statistic is taken per run over one layer's connections, then averaged over runs (seeds and
     sparsities: the saliency does not depend on the sparsity). Records from before the quantiles were
     kept have no bands; the mean, median and max are drawn all the same.
     """
     w = _with_config(layers, runs)
-    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    acts = present(w.activation, ACTIVATIONS)
+    fig, axes = panels(1, len(acts), width=4.6, height=4.0)
     colours = {"linear": "tab:blue", "tanh": "tab:red"}
     bands = [c for c in ("saliency_q05", "saliency_q25", "saliency_q75", "saliency_q95") if c in w]
-    for a in present(w.activation, ACTIVATIONS):
+    for ax, a in zip(axes[0], acts):
         cols = ["saliency_median", "saliency_mean", "saliency_max", *bands]
         agg = w[w.activation == a].groupby("layer")[cols].mean()
-        c = colours.get(a)
+        c = colours.get(a, "tab:gray")
         if len(bands) == 4:
-            ax.fill_between(agg.index, agg.saliency_q05, agg.saliency_q95, color=c, alpha=0.12, lw=0,
-                            label=f"{a}: 5-95% of connections")
-            ax.fill_between(agg.index, agg.saliency_q25, agg.saliency_q75, color=c, alpha=0.3, lw=0,
-                            label=f"{a}: 25-75%")
-        ax.plot(agg.index, agg.saliency_median, "-s", color=c, ms=4, label=f"{a}: median")
-        ax.plot(agg.index, agg.saliency_mean, "--o", color=c, ms=4, label=f"{a}: mean")
-        ax.plot(agg.index, agg.saliency_max, ":^", color=c, ms=4, label=f"{a}: max")
-    ax.set(yscale="log", xlabel="layer (1 = input, 7 = output)",
-           ylabel="saliency per connection\n(normalised: all connections sum to 1)",
-           title="E1: distribution of connection sensitivity per layer, MLP-7 VS-L")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+            ax.fill_between(agg.index, agg.saliency_q05, agg.saliency_q95, color=c, alpha=0.15, lw=0,
+                            label="5-95% of connections")
+            ax.fill_between(agg.index, agg.saliency_q25, agg.saliency_q75, color=c, alpha=0.35, lw=0,
+                            label="25-75%")
+        ax.plot(agg.index, agg.saliency_median, "-s", color=c, ms=4, label="median")
+        ax.plot(agg.index, agg.saliency_mean, "--o", color="k", ms=3, lw=1, label="mean")
+        ax.plot(agg.index, agg.saliency_max, ":^", color="k", ms=3, lw=1, label="max")
+        ax.set(yscale="log", xlabel="layer (1 = input, 7 = output)", title=a,
+               ylabel="saliency per connection\n(normalised: all connections sum to 1)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    # One y range for both panels, so linear and tanh compare by eye.
+    lo = min(ax.get_ylim()[0] for ax in axes[0])
+    hi = max(ax.get_ylim()[1] for ax in axes[0])
+    for ax in axes[0]:
+        ax.set_ylim(lo, hi)
+    fig.suptitle("E1: distribution of connection sensitivity per layer, MLP-7 VS-L (mean over runs)")
     fig.tight_layout()
     return fig
