@@ -89,6 +89,10 @@ def jsv_histogram(spectra: dict[str, "np.ndarray"], title: str = "") -> "plt.Fig
     lo, hi = np.log10(max(pooled.min(), 1e-12)), np.log10(pooled.max())
     bins = np.logspace(lo - 0.05, hi + 0.05, 60)
     for st, v in values.items():
+        if not len(v):
+            # A collapsed network (a layer pruned away) has no positive singular value to draw: say so.
+            ax.plot([], [], color=STAGE_COLOURS[st], lw=1.6, label=f"{st} (no positive singular value)")
+            continue
         ax.hist(v, bins=bins, histtype="step", lw=1.6, color=STAGE_COLOURS[st], density=False,
                 label=f"{st} (mean {v.mean():.3g})")
     ax.axvline(1.0, color="k", ls=":", lw=1, label="isometry (1)")
