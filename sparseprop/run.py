@@ -305,7 +305,7 @@ class Run:
 
     def finish(self, state: train.TrainState) -> None:
         """Figures of the run (drawn from its records), unless ``figures=false``."""
-        if not self.cfg.get("figures", True):
+        if not self.cfg.figures:
             return
         from sparseprop import plots
 

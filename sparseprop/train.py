@@ -194,7 +194,7 @@ def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torc
     iterations, log_every, eval_every, ckpt_every = (int(cfg.iterations), int(cfg.log_interval),
                                                      int(cfg.eval_interval), int(cfg.checkpoint_interval))
     model.train()
-    bar = tqdm(total=cfg.iterations, initial=state.step, disable=progress is False if progress is not None else None,
+    bar = tqdm(total=iterations, initial=state.step, disable=progress is False if progress is not None else None,
                desc="train", unit="it", dynamic_ncols=True, mininterval=0.5)
     running = torch.tensor(state.loss_sum, device=x.device)
     since_log = state.loss_count
