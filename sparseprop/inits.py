@@ -1,4 +1,4 @@
-"""Weight initialisations of PAPER.md: variance scaling (LeCun, Glorot, He, custom) and orthogonal."""
+"""Weight initialisations of PAPER.md: variance scaling (LeCun, Glorot, He, custom), fixed variance and orthogonal."""
 
 from __future__ import annotations
 
@@ -58,6 +58,14 @@ def vs_custom(weight: torch.Tensor, generator: torch.Generator | None = None, sc
     fan_in, fan_out = fans(weight)
     n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
     _normal_(weight, float(scale) / n, generator)
+
+
+@INITS.register("normal")
+def normal(weight: torch.Tensor, generator: torch.Generator | None = None, scale: float = 1.0, **_: object) -> None:
+    """Fixed variance: N(0, scale) in every layer, whatever its fan (``scale`` is the variance, not the std)."""
+    if not (math.isfinite(float(scale)) and float(scale) > 0):
+        raise ConfigError("init.scale", scale, "a finite number > 0 (the variance of every weight)")
+    _normal_(weight, float(scale), generator)
 
 
 def orthogonal_matrix(rows: int, cols: int, generator: torch.Generator | None = None,

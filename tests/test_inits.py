@@ -75,3 +75,45 @@ def test_initialise_zeroes_biases_and_is_seeded():
     for la, lb in zip(a.layers, b.layers):
         assert torch.equal(la.weight, lb.weight)
         assert torch.count_nonzero(la.bias) == 0
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.25, 3.0])
+@pytest.mark.parametrize("shape", [(100, 784), (100, 100), (10, 100), (7, 5), (16, 8, 3, 3)])
+def test_normal_is_sqrt_gamma_times_the_generators_standard_normals(gamma, shape):
+    w = torch.empty(shape)
+    inits.normal(w, generator=torch.Generator().manual_seed(4), scale=gamma)
+    z = torch.empty(shape).normal_(generator=torch.Generator().manual_seed(4))
+    # The same draws scaled by the std sqrt(gamma), whatever the shape and fan: only float32 rounding of
+    # the product differs (a few ulp), far below the 1e-6 relative tolerance.
+    torch.testing.assert_close(w.double(), math.sqrt(gamma) * z.double(), rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.04])
+def test_normal_has_variance_gamma_in_every_layer_whatever_its_fan(gamma):
+    from sparseprop import models
+
+    net = models.MLP(784, [100] * 5, 10, models.build_activation("tanh"))
+    inits.initialise(net, "normal", generator=torch.Generator().manual_seed(2), scale=gamma)
+    for layer in net.layers:
+        w = layer.weight.detach().double().flatten()
+        n = w.numel()
+        # Sample variance of n normal draws: mean gamma, std gamma*sqrt(2/(n-1)) (chi-square); sample mean:
+        # std sqrt(gamma/n). Six standard errors: a correct init fails with probability about 1e-9.
+        assert abs(w.var().item() - gamma) <= 6 * gamma * math.sqrt(2 / (n - 1))
+        assert abs(w.mean().item()) <= 6 * math.sqrt(gamma / n)
+        assert torch.count_nonzero(layer.bias) == 0
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.inf, math.nan])
+def test_normal_rejects_a_variance_that_is_not_finite_and_positive(bad):
+    with pytest.raises(ConfigError, match="init.scale"):
+        inits.normal(torch.empty(3, 3), scale=bad)
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "inf", "nan"])
+def test_command_line_refuses_a_bad_normal_variance_before_running(bad):
+    from sparseprop import cli
+
+    with pytest.raises(SparsepropError) as info:
+        cli.check(["dataset=digits", "init=normal", f"init.scale={bad}"])
+    assert "init.scale" in str(info.value) and "\n" not in str(info.value)
