@@ -40,7 +40,7 @@ PROFILES: dict[str, Profile] = {
         "quick",
         "every experiment at reduced settings: 1,000 iterations, JSV on 1,000 examples (layerwise 100), AI 2,000 "
         "steps; 2 seeds for E1, E2, E3, 1 seed for E5, E6 and the sweep; MLP-3/7 in E5, MLP-7 in E6; sparsity "
-        "10/50/90% in E1 and 50/90/99% in the sweep",
+        "10/50/90% in E1 (at VS-L and at N(0, 1), as in the paper profile) and 50/90/99% in the sweep",
         {
             "e1_masks": ["prune.sparsity=0.1,0.5,0.9", "seed=0,1"],
             "e2_init": [*_QUICK_TRAIN, *_QUICK_SIGNAL, "seed=0,1"],

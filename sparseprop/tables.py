@@ -15,7 +15,28 @@ from sparseprop import records
 # validation accuracy (the test set does not choose the checkpoint). The authors' figure, the best test
 # error over the last evaluations, is in the tables beside it.
 ERROR = "best_val_test_error_pct"
-INIT_LABELS = {"vs_l": "VS-L", "vs_g": "VS-G", "vs_h": "VS-H", "vs_custom": "VS-custom", "orthogonal": "orthogonal"}
+INIT_LABELS = {"vs_l": "VS-L", "vs_g": "VS-G", "vs_h": "VS-H", "vs_custom": "VS-custom", "normal": "N(0, γ)",
+               "orthogonal": "orthogonal"}
+# E1's two readings of the paper's "all networks are initialized with γ = 1.0", in this order.
+E1_INITS = ("vs_l", "normal")
+
+
+def init_reading(init: str, scale: Any = None) -> str:
+    """An init as its weight distribution, as E1 names its readings: "VS-L: N(0, 1/fan_in)", "N(0, 1)"."""
+    if init == "vs_l":
+        return "VS-L: N(0, 1/fan_in)"
+    if init == "normal":
+        gamma = "γ" if scale is None or pd.isna(scale) else f"{float(scale):g}"
+        return f"N(0, {gamma})"
+    return INIT_LABELS.get(init, init)
+
+
+def readings(runs: pd.DataFrame) -> pd.Series:
+    """Each run's init as its weight distribution (``init_reading``), using ``init.scale`` where recorded."""
+    if runs.empty:
+        return pd.Series(dtype=object)
+    scales = runs["init.scale"] if "init.scale" in runs else pd.Series(None, index=runs.index, dtype=object)
+    return pd.Series([init_reading(i, s) for i, s in zip(runs["init"], scales)], index=runs.index, dtype=object)
 DATASET_LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "digits": "digits"}
 
 

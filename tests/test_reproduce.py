@@ -58,6 +58,21 @@ def test_plan_expands_the_sweep_with_the_profile_winning_and_finds_completed_job
     assert [j.done for j in again.jobs].count(True) == 1 and len(again.todo) == len(plan.jobs) - 1
 
 
+@pytest.mark.parametrize("profile", sorted(reproduce.PROFILES))
+def test_e1_runs_both_readings_of_gamma_under_every_profile(profile, tmp_path):
+    plan = reproduce.make_plan("e1_masks", reproduce.PROFILES[profile], tmp_path)
+    by_init = {}
+    for job in plan.jobs:
+        by_init.setdefault(next(o for o in job.overrides if o.startswith("init=")).split("=")[1], []).append(job)
+    for init, jobs in by_init.items():
+        cfg = reproduce._compose(jobs[-1].overrides)
+        assert (cfg.init.name, cfg.init.scale, cfg.train.iterations) == (init, 1.0, 0)
+    # VS-L, N(0, 1/fan_in), and the fixed variance N(0, 1): each over the whole rest of the sweep.
+    assert sorted(by_init) == ["normal", "vs_l"] and len(by_init["normal"]) == len(by_init["vs_l"]) == len(plan.jobs) / 2
+    assert all("init=normal" in j.dirname for j in by_init["normal"])
+    assert len(plan.jobs) == (2 * 2 * 3 * 2 if profile == "quick" else 2 * 2 * 9 * 3)
+
+
 def test_run_cost_grows_with_what_a_run_does():
     c = costs.Costs(train_step=0.005, eval_example=1e-5, snip_batch=0.005, io_example=1e-4,
                     layer_example=3e-3, ai_step=0.002, per_run=9.0)
