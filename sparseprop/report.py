@@ -76,8 +76,8 @@ def runs_section(status: dict[str, Any]) -> str:
 
 
 def write(path: str | Path, verdicts: list[Verdict], status: dict[str, Any], figures: list[Path],
-          missing_figures: dict[str, str], tables: list[Path]) -> str:
-    """Write REPRODUCTION.md (atomically) and return its text."""
+          missing_figures: dict[str, str], tables: list[Path], notes: dict[str, str] | None = None) -> str:
+    """Write REPRODUCTION.md (atomically) and return its text; ``notes`` (by claim) follow that claim's section."""
     from sparseprop import records
 
     profile = status.get("profile", "?")
@@ -102,6 +102,8 @@ def write(path: str | Path, verdicts: list[Verdict], status: dict[str, Any], fig
     ]
     for claim in dict.fromkeys(v.claim for v in verdicts):
         lines += [claim_section(claim, [v for v in verdicts if v.claim == claim]), ""]
+        if (notes or {}).get(claim):
+            lines += [notes[claim], ""]
     lines += ["## Not tested here", ""] + [f"- {c}: {why}." for c, why in NOT_TESTED.items()] + [""]
     lines += ["## Runs", "", runs_section(status)]
     lines += ["## Figures and tables", ""]

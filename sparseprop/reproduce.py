@@ -266,7 +266,7 @@ def draw(root: Path, profile: str, status: dict[str, Any]) -> str:
     table_paths = tables.write_tables(results, root / "tables")
     skipped = {e: st["skipped"] for e, st in status.get("experiments", {}).items() if st.get("skipped")}
     verdicts = claims.verdicts(results, skipped)
-    report.write(root / "REPRODUCTION.md", verdicts, status, fig_paths, missing, table_paths)
+    report.write(root / "REPRODUCTION.md", verdicts, status, fig_paths, missing, table_paths, claims.explanations(results))
     return report.verdict_table(verdicts)
 
 

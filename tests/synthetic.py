@@ -19,28 +19,35 @@ def _row(run: str, **cols: Any) -> dict[str, Any]:
     return base
 
 
-def e1(tanh_ratio: float = 0.3, linear_ratio: float = 1.0) -> dict[str, Any]:
-    """E1: kept fractions whose last-two / first-two hidden-layer ratio is ``tanh_ratio`` (tanh) and ``linear_ratio``."""
+def e1(tanh_ratio: Any = 0.3, linear_ratio: Any = 1.0, inits: tuple[str, ...] = ("vs_l",)) -> dict[str, Any]:
+    """E1: kept fractions whose last-two / first-two hidden-layer ratio is ``tanh_ratio`` (tanh) and ``linear_ratio``.
+
+    A ratio may be a dict by init. The saliency per connection halves from layer to layer in tanh runs and is
+    flat in linear ones; under ``normal`` it is twice that of ``vs_l`` (the shares are the same).
+    """
     runs, layers, masks = [], [], {}
     rng = np.random.default_rng(0)
-    for act, s, seed in itertools.product(("linear", "tanh"), (0.5, 0.9), (0, 1)):
-        run = f"{act}-{s}-{seed}"
-        runs.append(_row(run, activation=act, sparsity_target=s, seed=seed, iterations=0))
+    for init, act, s, seed in itertools.product(inits, ("linear", "tanh"), (0.5, 0.9), (0, 1)):
+        run = f"{act}-{s}-{seed}" if init == "vs_l" else f"{init}-{act}-{s}-{seed}"
+        runs.append(_row(run, init=init, **{"init.scale": 1.0}, activation=act, sparsity_target=s, seed=seed,
+                         iterations=0))
         ratio = tanh_ratio if act == "tanh" else linear_ratio
+        ratio = ratio[init] if isinstance(ratio, dict) else ratio
         first = 0.2 * (1 - s) / 0.1 + 0.001 * seed
         hidden = np.linspace(first, first * ratio, 5)
         kept = [0.03, *hidden, 0.5]
         for i, k in enumerate(kept):
             shape = (100, 784) if i == 0 else (10, 100) if i == 6 else (100, 100)
-            sal = 1e-5 * (0.5 ** i if act == "tanh" else 1.0)
+            sal = 1e-5 * (0.5 ** i if act == "tanh" else 1.0) * (2.0 if init == "normal" else 1.0)
             layers.append({"run": run, "index": 2 * i, "name": f"layers.{i}.weight", "kind": "weight",
                            "shape": f"{shape[0]}x{shape[1]}", "parameters": shape[0] * shape[1], "kept_fraction": k,
+                           "saliency_sum": sal * shape[0] * shape[1],
                            "saliency_mean": sal, "saliency_median": sal / 2, "saliency_max": sal * 20,
                            "saliency_q05": sal / 100, "saliency_q25": sal / 10, "saliency_q75": sal,
                            "saliency_q95": sal * 5})
             layers.append({"run": run, "index": 2 * i + 1, "name": f"layers.{i}.bias", "kind": "bias", "shape": str(shape[0]),
-                           "parameters": shape[0], "kept_fraction": 0.0, "saliency_mean": 0.0, "saliency_median": 0.0,
-                           "saliency_max": 0.0})
+                           "parameters": shape[0], "kept_fraction": 0.0, "saliency_sum": 0.0, "saliency_mean": 0.0,
+                           "saliency_median": 0.0, "saliency_max": 0.0})
             masks[f"{run}/layers.{i}.weight"] = (rng.random(shape) < k).astype(np.uint8)
     return {"runs": pd.DataFrame(runs), "layers": pd.DataFrame(layers), "metrics": pd.DataFrame(), "masks": masks}
 
@@ -125,5 +132,5 @@ def sweep() -> dict[str, Any]:
 
 def results() -> dict[str, dict[str, Any]]:
     """Every experiment's synthetic results, keyed by experiment id."""
-    return {"e1_masks": e1(), "e2_init": e2(), "e3_isometry": e3(), "e5_supervision": e5(), "e6_transfer": e6(),
+    return {"e1_masks": e1(tanh_ratio={"vs_l": 0.3, "normal": 0.1}, inits=("vs_l", "normal")), "e2_init": e2(), "e3_isometry": e3(), "e5_supervision": e5(), "e6_transfer": e6(),
             "sparsity_sweep": sweep()}

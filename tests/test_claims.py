@@ -44,14 +44,50 @@ def test_verdict_combines_checks():
 
 def test_c1_ratio_and_verdicts():
     ratios = claims.depth_ratio(synthetic.e1()["layers"], synthetic.e1()["runs"])
-    assert set(ratios.sparsity) == {0.9}
+    assert set(ratios.sparsity) == {0.9} and set(ratios.reading) == {"VS-L: N(0, 1/fan_in)"}
     # Hidden kept fractions fall linearly from f to 0.3 f over five layers: (mean of the last two) / (first two).
     expected = (1 - 0.7 * 7 / 8) / (1 - 0.7 / 8)
     assert ratios[ratios.activation == "tanh"].ratio.tolist() == pytest.approx([expected, expected])
-    tanh, linear = claims.c1(synthetic.e1(tanh_ratio=0.3, linear_ratio=1.0))
-    assert (tanh.outcome, linear.outcome) == (HOLDS, HOLDS)
-    tanh, linear = claims.c1(synthetic.e1(tanh_ratio=0.9, linear_ratio=0.3))
+    tanh, linear, *normal = claims.c1(synthetic.e1(tanh_ratio=0.3, linear_ratio=1.0))
+    assert (tanh.part, tanh.outcome, linear.outcome) == ("tanh, VS-L: N(0, 1/fan_in)", HOLDS, HOLDS)
+    # Results without N(0, 1) runs say so instead of judging that reading.
+    assert [v.part for v in normal] == ["tanh, N(0, 1)", "linear, N(0, 1)"]
+    assert all(v.outcome == SKIPPED and "N(0, 1)" in v.why for v in normal)
+    tanh, linear, *_ = claims.c1(synthetic.e1(tanh_ratio=0.9, linear_ratio=0.3))
     assert (tanh.outcome, linear.outcome) == (FAILS, FAILS)
+
+
+def test_c1_is_judged_separately_under_each_reading_of_gamma():
+    res = synthetic.e1(tanh_ratio={"vs_l": 0.9, "normal": 0.2}, inits=("vs_l", "normal"))
+    out = {v.part: v for v in claims.c1(res)}
+    assert list(out) == ["tanh, VS-L: N(0, 1/fan_in)", "linear, VS-L: N(0, 1/fan_in)", "tanh, N(0, 1)", "linear, N(0, 1)"]
+    assert out["tanh, VS-L: N(0, 1/fan_in)"].outcome == FAILS and out["tanh, N(0, 1)"].outcome == HOLDS
+    assert out["linear, N(0, 1)"].outcome == HOLDS
+    # Each verdict's numbers are that reading's own R values only (2 seeds at 90%).
+    r = (1 - 0.8 * 7 / 8) / (1 - 0.8 / 8)
+    assert out["tanh, N(0, 1)"].checks[0].numbers.startswith(f"{r:.2f} ± 0.00 (n=2)")
+    assert "N(0, 1) init" in out["tanh, N(0, 1)"].measurement and "R(tanh) + std <= 0.5" in out["tanh, N(0, 1)"].rule
+
+
+def test_c1_explanation_reports_each_layers_saliency_share_and_s_from_the_runs():
+    res = synthetic.e1(inits=("vs_l", "normal"))
+    profile = claims.saliency_profile(res["layers"], res["runs"])
+    assert len(profile) == 2 * 2 * 2  # init x activation x seed, at the one sparsity nearest 90%
+    tanh = profile[profile.activation == "tanh"].iloc[0]
+    # Per-connection saliency 0.5^i times the layer size, as a share of the sum over the seven layers.
+    sizes = np.array([78400, 10000, 10000, 10000, 10000, 10000, 1000])
+    sums = 0.5 ** np.arange(7) * sizes
+    assert [tanh[f"share_{i + 1}"] for i in range(7)] == pytest.approx(sums / sums.sum())
+    assert tanh.S == pytest.approx((0.5 ** 4 + 0.5 ** 5) / (0.5 + 0.5 ** 2))
+    assert profile[profile.activation == "linear"].S.tolist() == pytest.approx([1.0] * 4)
+    text = claims.c1_explanation(res)
+    assert "| N(0, 1) | tanh | 2 |" in text and "| VS-L: N(0, 1/fan_in) | linear | 2 |" in text
+    assert f"{100 * sums[0] / sums.sum():.2f}" in text and "0.125 ± 0.000 (n=2)" in text
+    assert "tanh, N(0, 1): holds" in text and "0 of 2 masks leave a weight layer with no weight" in text
+    assert claims.explanations({"e1_masks": res})["C1"] == text and claims.explanations({}) == {}
+    res["layers"].loc[(res["layers"].run == "normal-tanh-0.9-1") & (res["layers"].name == "layers.5.weight"),
+                      "kept_fraction"] = 0.0
+    assert "1 of 2 masks leave a weight layer with no weight" in claims.c1_explanation(res)
 
 
 def test_c2_orthogonal_against_variance_scaling():
@@ -120,7 +156,10 @@ def test_report_states_rules_numbers_and_verdicts(tmp_path):
     status = {"profile": "quick", "description": "test", "n_jobs": 2, "wall_time_s": 600.0, "estimate_s": 540.0,
               "experiments": {"e2_init": {"counts": {"completed": 47, "failed": 1},
                                           "problems": [{"run": "x", "status": "failed", "reason": "boom"}]}}}
-    text = report.write(tmp_path / "REPRODUCTION.md", verdicts, status, [tmp_path / "e2_jsv.png"], {"e6": "why"}, [])
+    text = report.write(tmp_path / "REPRODUCTION.md", verdicts, status, [tmp_path / "e2_jsv.png"], {"e6": "why"}, [],
+                        claims.explanations(results))
+    # The explanation of C1 from the measured saliencies follows C1's verdicts, before C2.
+    assert text.index("### C1, linear, N(0, 1)") < text.index("### C1: why one reading shows the effect") < text.index("## C2")
     assert (tmp_path / "REPRODUCTION.md").read_text() == text
     for v in verdicts:
         assert f"### {v.claim}, {v.part}: {v.outcome}" in text and v.rule in text
