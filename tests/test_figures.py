@@ -50,8 +50,18 @@ def test_e1_masks_show_the_hidden_masks_of_both_activations():
     assert len(fig.axes) == 2 * 5  # linear and tanh x the five 100x100 hidden layers
     first = fig.axes[0]
     np.testing.assert_array_equal(first.get_images()[0].get_array(), res["masks"]["linear-0.9-0/layers.1.weight"])
-    assert "linear, layer 2" in first.get_title() and "tanh" in fig.axes[5].get_title()
+    assert "linear, VS-L: N(0, 1/fan_in)\nlayer 2" in first.get_title() and "tanh" in fig.axes[5].get_title()
     assert "sparsity 90%" in fig._suptitle.get_text()
+
+
+def test_e1_masks_one_row_per_init_and_activation():
+    res = synthetic.e1(inits=("vs_l", "normal"))
+    fig = figures.e1_masks(res["masks"], res["runs"])
+    assert len(fig.axes) == 4 * 5
+    rows = [fig.axes[5 * i].get_title().split("\n")[0] for i in range(4)]
+    assert rows == ["linear, VS-L: N(0, 1/fan_in)", "tanh, VS-L: N(0, 1/fan_in)", "linear, N(0, 1)", "tanh, N(0, 1)"]
+    np.testing.assert_array_equal(fig.axes[15].get_images()[0].get_array(),
+                                  res["masks"]["normal-tanh-0.9-0/layers.1.weight"])
 
 
 def test_e1_kept_fraction_plots_seed_means_per_layer():
@@ -70,11 +80,31 @@ def test_e1_saliency_shows_mean_median_max_per_layer():
     fig = figures.e1_saliency(*(synthetic.e1()[k] for k in ("layers", "runs")))
     assert_readable(fig)
     linear, tanh = fig.axes
-    assert (linear.get_title(), tanh.get_title()) == ("linear", "tanh") and linear.get_ylim() == tanh.get_ylim()
+    assert (linear.get_title(), tanh.get_title()) == ("linear, VS-L: N(0, 1/fan_in)", "tanh, VS-L: N(0, 1/fan_in)")
+    assert linear.get_ylim() == tanh.get_ylim()
     _, y = line(tanh, "mean")
     np.testing.assert_allclose(y, 1e-5 * 0.5 ** np.arange(7))
     _, y = line(linear, "max")
     np.testing.assert_allclose(y, 2e-4)
+
+
+def test_e1_kept_fraction_and_saliency_draw_each_reading_of_gamma_in_its_own_row():
+    res = synthetic.e1(tanh_ratio={"vs_l": 1.0, "normal": 0.0}, inits=("vs_l", "normal"))
+    fig = figures.e1_kept_fraction(res["layers"], res["runs"])
+    assert_readable(fig)
+    assert [ax.get_title() for ax in fig.axes] == ["linear, VS-L: N(0, 1/fan_in)", "tanh, VS-L: N(0, 1/fan_in)",
+                                                    "linear, N(0, 1)", "tanh, N(0, 1)"]
+    tanh_vsl, tanh_normal = fig.axes[1], fig.axes[3]
+    np.testing.assert_allclose(line(tanh_vsl, "90%")[1][1:6], 100 * (0.2 + 0.0005))
+    # Under N(0, 1) the last hidden layer keeps nothing: a gap in the line and a marker on the bottom edge.
+    y = line(tanh_normal, "90%")[1]
+    assert np.isnan(y[5]) and np.isfinite(y[:5]).all()
+    assert line(tanh_normal, "no weight kept (marked on the bottom edge)")[0].tolist() == [6.0]
+    fig = figures.e1_saliency(res["layers"], res["runs"])
+    assert_readable(fig)
+    assert len(fig.axes) == 4 and len({ax.get_ylim() for ax in fig.axes}) == 1
+    # The synthetic N(0, 1) saliency per connection is twice VS-L's, layer by layer.
+    np.testing.assert_allclose(line(fig.axes[3], "mean")[1], 2 * line(fig.axes[1], "mean")[1])
 
 
 def test_e1_saliency_bands_are_the_quantiles_per_layer():
