@@ -309,7 +309,7 @@ def main(args: list[str] | None = None) -> None:
     status: dict[str, Any] = {"profile": profile.name, "description": profile.description, "n_jobs": opts.jobs,
                               "experiments": dict(previous.get("experiments", {}))}
     if opts.figures_only:
-        for key in ("wall_time_s", "estimate_s", "finished", "selected"):
+        for key in ("wall_time_s", "estimate_s", "finished", "selected", "n_jobs"):
             if key in previous:
                 status[key] = previous[key]
         for e in EXPERIMENTS:
