@@ -77,6 +77,9 @@ def test_ai_lowers_the_objective_and_keeps_mask_and_biases() -> None:
     assert result["layers"] == [f"layers.{i}.weight" for i in range(4)]
     assert result["objective_before"] == pytest.approx(residual_before, rel=1e-5)
     assert result["objective_after"] == pytest.approx(isometry_residual(model), rel=1e-5)
+    # Holds by construction, not by one CPU's rounding: once settled, each of the 4 layers stays within
+    # 4η + 16η² + 4η²(1 + 4η) ≈ 0.62 at η = 0.1 (see the band derived below), 2.5 in all, against
+    # 0.25 × 13.0 = 3.25 here; the descent from about 3 per layer takes a few dozen of the 400 steps.
     assert result["total_after"] < 0.25 * result["total_before"]
     assert [s for s, _ in result["curve"]] == list(range(0, 401, 50))
     assert result["curve"][0][1] == pytest.approx(result["total_before"])
