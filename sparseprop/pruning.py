@@ -69,8 +69,8 @@ OBJECTIVES: dict[str, Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor,
 
 # The scores must exceed the rounding scale (below) by this factor: a total within a hundred units
 # of rounding of the terms it is made of has at most its first two digits of signal. On MNIST
-# MLP-3/5/7s at every init and activation the four targets exceed the scale by 6e4 or more (3e5 on
-# the orthogonal E5 nets); a loss whose gradient cancels exactly stays below 1 (see the tests).
+# MLP-7s at every init and activation the four targets exceed the scale by 6e4 or more (3e5 on the
+# orthogonal MLP-3/5/7s of E5); a loss whose gradient cancels exactly stays below 1 (see the tests).
 SIGNAL_FACTOR = 100.0
 
 
