@@ -286,7 +286,7 @@ def paired_differences(runs: pd.DataFrame, column: str, value: Any, reference: A
 
 def c5(e5: dict[str, Any] | None) -> list[Verdict]:
     """C5: pruning with label-free losses gives errors close to pruning with the labels."""
-    names = {"uniform": "uniform targets 1/C", "self_hard": "own hard predictions", "self_soft": "own soft predictions"}
+    names = {"uniform": "uniform targets 1/C", "self_hard": "own hard predictions", "self_soft": "own soft predictions (entropy)"}
     out = []
     for target, label in names.items():
         v = Verdict("C5", label, f"pruning with {label} instead of labels gives errors close to pruning with labels",

@@ -23,6 +23,7 @@ class DatasetConf:
     download: bool = True
     val_fraction: float = 0.1
     split_seed: int = 0
+    standardise: str = "all"
 
 
 @dataclass
@@ -168,6 +169,7 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "isometry.name", isometry.ISOMETRY.names())
     _choice(cfg, "init.mode", inits.FAN_MODES)
     _choice(cfg, "prune.target", pruning.TARGETS)
+    _choice(cfg, "dataset.standardise", data.STANDARDISE)
     _choice(cfg, "train.optimizer", train.OPTIMIZERS.names())
     _choice(cfg, "train.schedule", train.SCHEDULES.names())
     _choice(cfg, "device", ("auto", "cpu", "cuda"))

@@ -15,3 +15,7 @@ class ConfigError(SparsepropError):
 
 class DataError(SparsepropError):
     """A dataset that is missing, unreadable or incompatible."""
+
+
+class NoSignalError(SparsepropError):
+    """A pruning criterion whose scores are at the rounding level of their own computation."""

@@ -18,7 +18,7 @@ METHODS = ("VS-L", "VS-L + AI", "LDI", "LDI-AI")
 METHOD_COLOURS = {"VS-L": "tab:blue", "VS-L + AI": "tab:cyan", "LDI": "tab:red", "LDI-AI": "tab:green"}
 ERROR_LABEL = "test error (%) at best validation step"
 TARGET_LABELS = {"labels": "labels", "uniform": "uniform 1/C", "self_hard": "own hard predictions",
-                 "self_soft": "own soft predictions"}
+                 "self_soft": "own soft predictions (entropy)"}
 PRUNE_LABELS = {"snip": "SNIP", "random": "random"}
 
 

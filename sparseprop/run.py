@@ -41,7 +41,7 @@ def build(cfg: DictConfig, splits: Any) -> torch.nn.Module:
 def load_splits(cfg: DictConfig, device: torch.device) -> tuple[data.Splits, data.Splits]:
     """Training splits and the splits used for scoring (another dataset for transfer pruning)."""
     ds = cfg.dataset
-    opts = dict(download=ds.download, val_fraction=ds.val_fraction, split_seed=ds.split_seed)
+    opts = dict(download=ds.download, val_fraction=ds.val_fraction, split_seed=ds.split_seed, standardise=ds.standardise)
     splits = data.load(ds.name, ds.root, device, **opts)
     score_name = cfg.prune.dataset or ds.name
     if score_name == ds.name:

@@ -170,6 +170,14 @@ def make_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
         list(model.parameters()), lr=cfg.lr, weight_decay=2.0 * cfg.l2, momentum=cfg.momentum, nesterov=cfg.nesterov)
 
 
+@torch.no_grad()
+def l2_term(optimizer: torch.optim.Optimizer) -> float:
+    """The L2 term l2·Σ(c⊙w)² of the current weights: weight decay 2·l2 is its gradient, so l2 = decay / 2."""
+    # Pruned entries are exactly zero, so the plain sum of squares is the masked one.
+    return sum(0.5 * group["weight_decay"] * sum(float(p.double().square().sum()) for p in group["params"])
+               for group in optimizer.param_groups)
+
+
 def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torch.Tensor] | None, splits: Any,
         cfg: Any, state: TrainState, optimizer: torch.optim.Optimizer, sampler: BatchSampler,
         on_eval: Callable[[TrainState], None] = lambda s: None,
@@ -223,7 +231,10 @@ def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torc
                 bar.update(since_log)
                 since_log = 0
                 lr_now = optimizer.param_groups[0]["lr"]
+                l2_now = l2_term(optimizer)
                 state.metrics.append({"step": step, "split": "train", "name": "loss", "value": mean_loss})
+                state.metrics.append({"step": step, "split": "train", "name": "l2", "value": l2_now})
+                state.metrics.append({"step": step, "split": "train", "name": "total", "value": mean_loss + l2_now})
                 state.metrics.append({"step": step, "split": "train", "name": "lr", "value": lr_now})
                 bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
                 if not math.isfinite(mean_loss):

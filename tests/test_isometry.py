@@ -77,6 +77,9 @@ def test_ai_lowers_the_objective_and_keeps_mask_and_biases() -> None:
     assert result["layers"] == [f"layers.{i}.weight" for i in range(4)]
     assert result["objective_before"] == pytest.approx(residual_before, rel=1e-5)
     assert result["objective_after"] == pytest.approx(isometry_residual(model), rel=1e-5)
+    # Holds by construction, not by one CPU's rounding: once settled, each of the 4 layers stays within
+    # 4η + 16η² + 4η²(1 + 4η) ≈ 0.62 at η = 0.1 (see the band derived below), 2.5 in all, against
+    # 0.25 × 13.0 = 3.25 here; the descent from about 3 per layer takes a few dozen of the 400 steps.
     assert result["total_after"] < 0.25 * result["total_before"]
     assert [s for s, _ in result["curve"]] == list(range(0, 401, 50))
     assert result["curve"][0][1] == pytest.approx(result["total_before"])
@@ -95,11 +98,21 @@ def test_dense_and_convolutional_weights_are_made_nearly_orthogonal() -> None:
     torch.manual_seed(3)
     model = nn.Sequential(nn.Conv2d(2, 8, 3), nn.Flatten(), nn.Linear(8 * 4, 6))
     before = sum(isometry_residual(model))
-    result = approximate_isometry(model, None, steps=300)
+    lr = 0.01
+    result = approximate_isometry(model, None, steps=1000, lr=lr)
     assert model[0].weight.shape == (8, 2, 3, 3)
     assert result["total_before"] == pytest.approx(before, rel=1e-5)
-    # SGD with a fixed step on a norm (not its square) hovers at a residual of order lr, not zero.
-    assert sum(isometry_residual(model)) < 0.15 * before
+    # A fixed step on a norm (not its square) does not converge to zero: it settles in a band whose
+    # width follows from the update. With A = M Mᵀ − I, a = ‖A‖_F and the step M ← M − 2η A M / a,
+    #   A' = A − (4η/a)(A + A²) + (4η²/a²) A (I + A) A,
+    # so a' ≤ |a − 4η| + 4η a + 4η²(1 + a). Once a ≤ 4η this gives a' ≤ 4η + 16η² + 4η²(1 + 4η), and
+    # above 4η (but below about 1) a shrinks every step: each layer stays at or below 4η + 21η²
+    # (the extra η² covers float32 rounding, orders of magnitude smaller). The descent from about 1.9
+    # to that band takes about 100 steps at this η; 1,000 steps leave a wide margin, so the bound
+    # holds wherever the band's oscillation happens to be on the last step, whatever the CPU's rounding.
+    for residual in isometry_residual(model):
+        assert residual <= 4 * lr + 21 * lr**2
+    assert before > 3.0  # the bound is a real reduction: from about 1.8 per layer to 0.042
 
 
 def test_registry_names_and_options() -> None:

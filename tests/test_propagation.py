@@ -71,6 +71,8 @@ def test_isometry_run_records_objective_and_moves_spectra_towards_one(tmp_path):
     out = run(tmp_path, ["init=orthogonal", "isometry=ai", "isometry.steps=500", "train.iterations=0",
                          "prune.sparsity=0.8", "signal.stages=[init,pruned,isometry]"])
     summary = records.read_json(out / "summary.json")
+    # Two layers keep a fully pruned row (residual at least 1, about 1.0001 here); the settling band of a
+    # fixed AI step (tests/test_isometry.py) bounds the rest, about 2.8 in all against 0.5 × 6.7.
     assert summary["ai_objective_after"] < 0.5 * summary["ai_objective_before"]
     assert summary["ldi_residual_isometry"] == pytest.approx(summary["ai_objective_after"], rel=1e-4)
     curve = pd.read_csv(out / "isometry.csv")

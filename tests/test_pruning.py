@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from sparseprop import pruning
-from sparseprop.errors import ConfigError
+from sparseprop.errors import ConfigError, NoSignalError
 from tests.conftest import tiny_mlp
 
 
@@ -20,8 +20,8 @@ def reference_scores(model, params, x, y, batches, target="labels"):
             loss = F.cross_entropy(logits, torch.full_like(logits, 1.0 / logits.shape[1]))
         elif target == "self_hard":
             loss = F.cross_entropy(logits, logits.detach().argmax(1))
-        else:
-            loss = F.cross_entropy(logits, F.softmax(logits.detach(), 1))
+        else:  # the entropy of the prediction, differentiated through both factors
+            loss = -(F.softmax(logits, 1) * F.log_softmax(logits, 1)).sum(1).mean()
         loss.backward()
         for k, p in params.items():
             total[k] += p.detach() * p.grad
@@ -121,3 +121,67 @@ def test_snip_protocol_uses_one_batch():
     ours = pruning.connection_sensitivity(net, params, x, y, batches)
     ref = reference_scores(net, params, x, y, batches)
     assert all(torch.allclose(ours[k].abs(), ref[k]) for k in params)
+
+
+def signal_to_rounding(scores, scale):
+    """Total saliency over the float32 rounding level of the scale scores."""
+    total = sum(float(v.double().abs().sum()) for v in scores.values())
+    return total / (torch.finfo(torch.float32).eps * sum(float(v.double().abs().sum()) for v in scale.values()))
+
+
+def detached_soft(logits, y):
+    """The old self_soft: cross-entropy against the net's own detached softmax (logit gradient p - p = 0)."""
+    p = F.softmax(logits.detach(), 1)
+    return -(p * F.log_softmax(logits, 1)).sum(1), 2 * p
+
+
+@pytest.mark.parametrize("activation", ["linear", "tanh"])
+def test_self_soft_in_float32_matches_a_float64_reference_far_above_rounding(activation):
+    net = tiny_mlp(activation, sizes=(12, 16, 16, 5))
+    params = pruning.prunable_parameters(net)
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.randn(300, 12, generator=gen), torch.randint(0, 5, (300,), generator=gen)
+    batches = pruning.batch_indices(300, 100, None, torch.Generator().manual_seed(0))
+    ours, scale = pruning.sensitivity_and_scale(net, params, x, y, batches, "self_soft")
+    ref = reference_scores(net, pruning.prunable_parameters(net), x.double(), y, batches, "self_soft")
+    # Saliencies sum to one; float32 scoring of terms of size ~1 is accurate to ~1e-6 of that sum,
+    # so 1e-4 is a hundredfold margin that no CPU's rounding can reach.
+    s32, s64 = pruning.saliency(ours), pruning.saliency(ref)
+    assert sum(float((s32[k].double() - s64[k]).abs().sum()) for k in params) < 1e-4
+    # The entropy's gradient is of the size of its terms, not of their rounding.
+    assert signal_to_rounding(ours, scale) > 1e4
+
+
+@pytest.mark.parametrize("target", pruning.TARGETS)
+def test_legitimate_targets_pass_the_signal_check(target):
+    net = tiny_mlp(sizes=(12, 16, 16, 5))
+    params = pruning.prunable_parameters(net)
+    x, y = torch.randn(200, 12, generator=torch.Generator().manual_seed(1)), torch.randint(0, 5, (200,))
+    batches = pruning.batch_indices(200, 100, None, torch.Generator().manual_seed(0))
+    scores, scale = pruning.sensitivity_and_scale(net, params, x, y, batches, target)
+    assert signal_to_rounding(scores, scale) > 1e4
+    pruning.check_signal(scores, scale, target)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_loss_whose_gradient_cancels_exactly_is_refused(monkeypatch, dtype):
+    monkeypatch.setitem(pruning.OBJECTIVES, "detached_soft", detached_soft)
+    net = tiny_mlp(sizes=(12, 16, 16, 5), dtype=dtype)
+    params = pruning.prunable_parameters(net)
+    x, y = torch.randn(200, 12, dtype=dtype), torch.randint(0, 5, (200,))
+    batches = pruning.batch_indices(200, 100, None, torch.Generator().manual_seed(0))
+    scores, scale = pruning.sensitivity_and_scale(net, params, x, y, batches, "detached_soft")
+    # Its exact gradient is zero, so what is left is rounding: at most a few eps of the scale.
+    total = sum(float(v.double().abs().sum()) for v in scores.values())
+    assert total <= 10 * torch.finfo(dtype).eps * sum(float(v.double().abs().sum()) for v in scale.values())
+    with pytest.raises(NoSignalError, match="prune.target=detached_soft: the criterion carries no signal") as info:
+        pruning.prune("snip", model=net, params=params, x=x, y=y, sparsity=0.9,
+                      generator=torch.Generator().manual_seed(0), target="detached_soft")
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_target_is_a_config_error():
+    net = tiny_mlp()
+    with pytest.raises(ConfigError, match="prune.target"):
+        pruning.connection_sensitivity(net, pruning.prunable_parameters(net), torch.randn(4, 12),
+                                       torch.zeros(4, dtype=torch.long), [torch.arange(4)], "soft")

@@ -129,3 +129,37 @@ def test_sampler_state_roundtrip():
     b.load_state_dict(a.state_dict())
     for _ in range(20):
         assert torch.equal(a.next(), b.next())
+
+
+
+def test_metrics_log_cross_entropy_l2_term_and_their_sum():
+    net = tiny_mlp()
+    params = pruning.prunable_parameters(net)
+    masks = pruning.random_masks(params, 150, torch.Generator().manual_seed(0))
+    pruning.apply_masks(params, masks)
+    start = tiny_mlp()
+    start.load_state_dict(net.state_dict())
+    cfg = train_cfg(lr=0.2, l2=0.01, iterations=30, eval_interval=30, log_interval=10, batch_size=16)
+    splits = toy_splits()
+    first = train.BatchSampler(200, 16, 0, torch.device("cpu")).next()
+    state = train.fit(net, params, masks, splits, cfg, train.TrainState(), train.make_optimizer(net, cfg),
+                      train.BatchSampler(200, 16, 0, torch.device("cpu")), progress=False)
+    rows = {(m["step"], m["name"]): m["value"] for m in state.metrics if m["split"] == "train"}
+    assert sorted({s for s, _ in rows}) == [10, 20, 30]
+    for step in (10, 20, 30):
+        assert rows[(step, "total")] == pytest.approx(rows[(step, "loss")] + rows[(step, "l2")], rel=1e-12)
+    # At the last step the weights are the model's: its L2 term, summed plainly in float64.
+    expected = 0.01 * sum(float((p.detach().double() ** 2).sum()) for p in net.parameters())
+    assert rows[(30, "l2")] == pytest.approx(expected, rel=1e-12)
+    assert rows[(30, "l2")] > 0.01 * rows[(30, "loss")]  # large enough that mixing the two up would show
+
+    # ``loss`` stays the cross-entropy alone: one step logs the first batch's cross-entropy at the start weights.
+    one = train.fit(start, pruning.prunable_parameters(start), masks, splits, train_cfg(lr=0.2, l2=0.01, iterations=1,
+                    log_interval=1, batch_size=16), train.TrainState(), train.make_optimizer(start, cfg),
+                    train.BatchSampler(200, 16, 0, torch.device("cpu")), progress=False)
+    logged = {m["name"]: m["value"] for m in one.metrics if m["split"] == "train"}
+    net0 = tiny_mlp(dtype=torch.float64)
+    params0 = pruning.prunable_parameters(net0)
+    pruning.apply_masks(params0, masks)
+    ce = F.cross_entropy(net0(splits.x_train[first].double()), splits.y_train[first]).item()
+    assert logged["loss"] == pytest.approx(ce, rel=1e-5)  # float32 network against a float64 reference
