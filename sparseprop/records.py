@@ -197,6 +197,9 @@ def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     except OSError as exc:
         raise os_error(path, exc, "read") from None
     except Exception as exc:  # noqa: BLE001 - unpickling garbage raises anything; a refused payload too
+        if "weights only load failed" in str(exc).lower():
+            # torch's own message suggests loading it unsafely; say what it means for a run directory instead.
+            exc = ValueError("it holds objects other than tensors and plain data, so it was not loaded")
         raise DamagedRecord(path, exc) from None
 
 
