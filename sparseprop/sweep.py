@@ -257,11 +257,59 @@ def print_report(outcome: SweepOutcome) -> None:
           f"`sparseprop collect {outcome.sweep_dir}` tabulates the sweep", file=sys.stderr)
 
 
+# What joblib's loky workers leave in shared memory when their sweep is killed: memmapping folders and
+# named semaphores, each named by the process id of the sweep that made them.
+_SHARED_MEMORY = re.compile(r"^(?:joblib_memmapping_folder_(\d+)_.+|sem\.loky-(\d+)-.+)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_shared_memory(root: Path = Path("/dev/shm")) -> list[str]:
+    """Remove what killed joblib sweeps of this user left in ``root``: empty memmapping folders and loky semaphores.
+
+    Only entries whose sweep process is gone are touched; a live sweep's are left alone, and so are folders
+    that still hold data.
+    """
+    gone: list[str] = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return gone
+    for entry in entries:
+        match = _SHARED_MEMORY.match(entry.name)
+        if not match:
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != os.getuid() or _alive(int(match[1] or match[2])):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                os.rmdir(entry.path)  # fails, and is left, if it is not empty
+            else:
+                os.unlink(entry.path)
+            gone.append(entry.name)
+        except OSError:
+            continue
+    return gone
+
+
 class SweepReport(Callback):
     """Hydra callback (conf/train.yaml): after a sweep, report the jobs that did not complete."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Clear what killed joblib sweeps left in shared memory before this one adds its own."""
+        clean_shared_memory()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Read every job's records, print the report and keep it for the exit code."""
         global last_report
+        clean_shared_memory()
         last_report = sweep_outcome(Path(str(config.hydra.sweep.dir)), config.hydra)
         print_report(last_report)

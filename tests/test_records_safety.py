@@ -371,3 +371,25 @@ def test_records_and_figures_get_the_umask_permissions(tmp_path, umask):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["summary.json", records.CHECKPOINT,
                                                                  "training_curves.png", "training_curves.pdf"])
+
+
+# ---- shared memory of killed joblib sweeps -------------------------------------------------------
+
+
+def test_shared_memory_of_dead_sweeps_only_is_cleaned(tmp_path):
+    dead = subprocess.Popen(["true"])  # a process that has exited: its id belongs to nobody now
+    dead.wait()
+    live = os.getpid()
+    names = {f"joblib_memmapping_folder_{dead.pid}_ab12_cd34": "empty", f"sem.loky-{dead.pid}-x1y2": "file",
+             f"joblib_memmapping_folder_{live}_ab12_cd34": "empty", f"sem.loky-{live}-x1y2": "file",
+             f"joblib_memmapping_folder_{dead.pid}_full": "full", "unrelated": "empty", f"sem.other-{dead.pid}": "file"}
+    for name, kind in names.items():
+        if kind == "file":
+            (tmp_path / name).write_bytes(b"")
+        else:
+            (tmp_path / name).mkdir()
+            if kind == "full":
+                (tmp_path / name / "array.pkl").write_bytes(b"data")
+    removed = sweep.clean_shared_memory(tmp_path)
+    assert sorted(removed) == sorted([f"joblib_memmapping_folder_{dead.pid}_ab12_cd34", f"sem.loky-{dead.pid}-x1y2"])
+    assert sorted(os.listdir(tmp_path)) == sorted(set(names) - set(removed))
