@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -130,10 +131,22 @@ def task(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
     single = hc.mode == RunMode.RUN
+    # A directory sparseprop has written before has its lock file or .hydra/ (older versions).
+    locked_before = (out / records.LOCK).exists()
+    ours = locked_before or (out / ".hydra" / "config.yaml").is_file()
     try:
         with records.run_lock(out) as writable:
             if not writable:
                 return read_only_job(out, cfg, single)
+            foreign = [name for name in records.record_files() if (out / name).exists()]
+            if foreign and not ours:
+                # Its files would be overwritten or deleted; they are not sparseprop's to touch. Nor is the
+                # folder: the lock file goes again, so a second try is refused the same way.
+                if not locked_before:
+                    os.unlink(out / records.LOCK)
+                raise records.RecordsError(
+                    f"{out} holds {', '.join(foreign[:3])} but is not a sparseprop run directory; write to "
+                    "another directory (hydra.run.dir=...)")
             return run_job(cfg, out, hc, single)
     except (records.RunBusy, records.RecordsError) as exc:
         # Not logged: the job's log file may belong to the process that holds the directory.

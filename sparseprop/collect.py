@@ -121,17 +121,21 @@ def read_config(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
     cfg: dict[str, Any] = {}
     overrides: list[str] = []
     hydra_dir = run_dir / ".hydra"
+    path = hydra_dir / "config.yaml"
     try:
-        if (hydra_dir / "config.yaml").is_file():
-            node = OmegaConf.load(hydra_dir / "config.yaml")
+        if path.is_file():
+            node = OmegaConf.load(path)
             try:
                 cfg = OmegaConf.to_container(node, resolve=True)
             except Exception:  # noqa: BLE001 - an interpolation this machine cannot resolve: keep it as written
                 cfg = OmegaConf.to_container(node, resolve=False)
-        if (hydra_dir / "overrides.yaml").is_file():
-            overrides = [str(o) for o in OmegaConf.load(hydra_dir / "overrides.yaml")]
-    except Exception:  # noqa: BLE001 - a damaged Hydra file must not hide the run's own records
-        pass
+        path = hydra_dir / "overrides.yaml"
+        if path.is_file():
+            overrides = [str(o) for o in OmegaConf.load(path)]
+    except Exception as exc:  # noqa: BLE001 - YAML and OmegaConf raise many kinds of errors on a damaged file
+        raise records.DamagedRecord(path, exc) from None
+    if not isinstance(cfg, dict):
+        raise records.DamagedRecord(hydra_dir / "config.yaml", ValueError("not a mapping"))
     # Never from the checkpoint: collect reads text records only, so nothing in a run directory can run code.
     return cfg, overrides
 
@@ -167,7 +171,11 @@ def run_row(f: Found) -> tuple[dict[str, Any], set[str]]:
             key, _, value = o.lstrip("+~").partition("=")
             row[key] = _parse_value(value)
         return row, set(row) - set(ID_COLUMNS)
-    cfg, overrides = read_config(f.run_dir)
+    try:
+        cfg, overrides = read_config(f.run_dir)
+    except SparsepropError as exc:  # the run's own records are still read and shown
+        cfg, overrides = {}, []
+        mark_damaged(row, exc)
     row["overrides"] = " ".join(overrides or f.overrides)
     for group in GROUPS:
         if isinstance(cfg.get(group), dict):

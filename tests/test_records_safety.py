@@ -140,13 +140,27 @@ def test_run_directory_that_is_empty_a_file_or_a_dangling_link_is_one_line(tmp_p
     assert sorted(os.listdir(tmp_path)) == before and not (REPO / "train.log").exists()
 
 
+def test_a_folder_sparseprop_did_not_write_is_refused_untouched(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "metrics.csv").write_text("my,own\n1,2\n")
+    (folder / "thesis.pdf").write_bytes(b"%PDF")
+    before = snapshot(folder)
+    for extra in ("resume=false", "resume=true"):
+        assert run_app(monkeypatch, *TINY, extra, f"hydra.run.dir={folder}") == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert "metrics.csv" in line and "not a sparseprop run directory" in line
+        assert snapshot(folder) == before and not (folder / ".hydra").exists() and not (folder / records.LOCK).exists()
+
+
 # ---- no code runs from a checkpoint --------------------------------------------------------------
 
 
 def test_a_planted_pickle_payload_never_runs(tmp_path, monkeypatch, no_figures):
     marker = tmp_path / "payload-ran"
     out = tmp_path / "run"
-    out.mkdir()
+    (out / ".hydra").mkdir(parents=True)  # a run directory from elsewhere: its config and a planted checkpoint
+    (out / ".hydra" / "config.yaml").write_text("seed: 0\n")
     torch.save({"config": Payload(marker), "model": Payload(marker)}, out / records.CHECKPOINT)
     # `collect` with no .hydra/: the config is not read from the checkpoint at all
     result = run_cli("collect", str(out))
@@ -222,18 +236,20 @@ def test_truncated_summary_of_a_finished_job_does_not_stop_the_sweep(tmp_path, m
 def test_collect_lists_a_damaged_run_and_goes_on(tmp_path, monkeypatch, no_figures):
     sweep_dir = tmp_path / "sweep"
     assert run_app(monkeypatch, "-m", *tiny("signal.stages=[init]", "signal.examples=50", "signal.layer_examples=20"),
-                   "seed=0,1,2,3", f"hydra.sweep.dir={sweep_dir}") == 0
+                   "seed=0,1,2,3,4", f"hydra.sweep.dir={sweep_dir}") == 0
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
     (jobs[0] / "summary.json").write_text('{"status": "compl')
     (jobs[1] / "layers.csv").write_bytes(b"\xff\xfe\x00garbage\x00\n\x01,\x02\n")
     (jobs[2] / "signal.csv").write_text("no,such,columns\n1,2,3\n")
+    (jobs[3] / ".hydra" / "config.yaml").write_text("seed: [0, 1\n  init: {")
     result = run_cli("collect", str(sweep_dir))
     assert result.returncode == 2
     runs = pd.read_csv(sweep_dir / collect.RUNS_CSV)
-    assert list(runs.status) == ["damaged", "damaged", "damaged", "completed"]
-    for job, name in zip(jobs, ("summary.json", "layers.csv", "signal.csv")):
+    assert list(runs.status) == ["damaged", "damaged", "damaged", "damaged", "completed"]
+    for job, name in zip(jobs, ("summary.json", "layers.csv", "signal.csv", ".hydra/config.yaml")):
         assert f"{job / name} is damaged" in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("sparseprop: error: collect: 3 runs have damaged")
+    assert runs.final_test_error_pct.notna().tolist() == [False, True, True, True, True]  # the rest is still read
+    assert result.stderr.strip().splitlines()[-1].startswith("sparseprop: error: collect: 4 runs have damaged")
     assert "Traceback" not in result.stderr
 
 

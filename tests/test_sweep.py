@@ -406,6 +406,8 @@ def test_parallel_sweep_isolates_failing_and_diverging_jobs(tmp_path):
     broken.mkdir(parents=True)
     # Records of another config (another seed): that job is refused and marked failed, the others go on.
     torch.save({"config": {"seed": 12345}}, broken / CHECKPOINT)
+    (broken / ".hydra").mkdir()
+    (broken / ".hydra" / "config.yaml").write_text("seed: 12345\n")
     res = run_cli("train", "-m", *fixed, "train.lr=0.1,0.05,1e6", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                   f"hydra.sweep.dir={sweep_dir}")
     assert res.returncode == sweep.UNFINISHED_EXIT, res.stderr[-2000:]
