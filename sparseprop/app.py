@@ -112,14 +112,16 @@ def read_only_job(out: Path, cfg: DictConfig, single: bool) -> dict:
     """A job whose directory cannot be written: a finished run of this config is skipped, anything else refused."""
     detach_file_logs(out)
     summary = finished_summary(out) if cfg.resume else None
-    reason = f"cannot write to {out} (read-only or not permitted)"
-    if summary is not None and stale_reason(out, cfg) is None:
+    stale = stale_reason(out, cfg) if cfg.resume else None
+    reason = stale or f"cannot write to {out} (read-only or not permitted)"
+    if summary is not None and stale is None:
         log.info("already finished (%s), skipped (read-only): %s", summary["status"], out)
         if single and summary["status"] != "completed":
             finish_single(out, summary)
         return summary
     if single:
-        print(f"sparseprop: error: {reason}; write to another directory (hydra.run.dir=...)", file=sys.stderr)
+        print(f"sparseprop: error: {reason}" + ("" if stale else "; write to another directory (hydra.run.dir=...)"),
+              file=sys.stderr)
         sys.exit(2)
     print(f"sparseprop: failed: {reason}", file=sys.stderr)
     return {"status": "failed", "reason": reason}
@@ -214,14 +216,17 @@ def run_job(cfg: DictConfig, out: Path, hc: Any, single: bool) -> dict:
 
 
 def check_output_dir(args: list[str]) -> None:
-    """Refuse, before Hydra starts, a ``hydra.run.dir`` / ``hydra.sweep.dir`` that is empty, a file or a dangling link."""
+    """Refuse, before Hydra starts, a ``hydra.run.dir`` / ``hydra.sweep.dir`` that is empty, a file or a dangling
+    link, or that does not exist and cannot be made (a read-only place)."""
     from sparseprop.cli import split_args
 
-    overrides, multirun, _ = split_args(args)
+    overrides, multirun, skip = split_args(args)
+    if skip or any(a in ("--cfg", "-c") for a in args):
+        return  # help, info or the config printed: nothing is written
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    for o in overrides:
-        if sweep.override_key(o) != key:
-            continue
+    given = [o for o in overrides if sweep.override_key(o) == key]
+    # Without one, runs go under outputs/ (conf/train.yaml; a sweep gets outputs/sweeps/<name> from main).
+    for o in given or [f"{key}=outputs"]:
         value = o.partition("=")[2].strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1].strip()
@@ -236,6 +241,12 @@ def check_output_dir(args: list[str]) -> None:
             path = path.parent
         if path.exists() and not path.is_dir():
             raise SparsepropError(f"{key}={value} is not valid: {path} is a file, not a directory")
+        if path != Path(value) and not os.access(path, os.W_OK | os.X_OK):
+            if not given:
+                raise SparsepropError(f"runs go under {Path(value).absolute()}, which cannot be created: {path} is "
+                                      f"read-only or not writable; choose a folder with {key}=...")
+            raise SparsepropError(f"{key}={value} is not valid: it cannot be created, {path} is read-only "
+                                  "or not writable")
 
 
 def main() -> None:

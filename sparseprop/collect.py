@@ -306,6 +306,9 @@ def main(args: list[str]) -> None:
         out = Path(opts.paths[0])
     if out.exists() and not out.is_dir() or out.is_symlink() and not out.exists():
         raise SparsepropError(f"collect: --out {out} is not valid: it is a file or a dangling link, not a folder")
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
+        raise SparsepropError(f"collect: cannot write the tables into {out} (read-only or not permitted); "
+                              "choose a folder with --out DIR")
     runs, layers, varying = collect(opts.paths)
     records.write_csv(out / RUNS_CSV, runs)
     records.write_csv(out / LAYERS_CSV, layers)

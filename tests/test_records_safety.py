@@ -409,3 +409,24 @@ def test_shared_memory_of_dead_sweeps_only_is_cleaned(tmp_path):
     removed = sweep.clean_shared_memory(tmp_path)
     assert sorted(removed) == sorted([f"joblib_memmapping_folder_{dead.pid}_ab12_cd34", f"sem.loky-{dead.pid}-x1y2"])
     assert sorted(os.listdir(tmp_path)) == sorted(set(names) - set(removed))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")
+def test_on_a_real_read_only_mount(tmp_path, capsys):
+    src, ro = tmp_path / "src", tmp_path / "ro"
+    assert run_cli("train", *TINY, "figures=false", f"hydra.run.dir={src / 'done'}").returncode == 0
+    ro.mkdir()
+    if subprocess.run(["mount", "-o", "bind,ro", str(src), str(ro)], capture_output=True).returncode != 0:
+        pytest.skip("this machine does not allow bind mounts")
+    try:
+        before = snapshot(ro / "done")
+        skipped = run_cli("train", *TINY, "figures=false", f"hydra.run.dir={ro / 'done'}")
+        assert skipped.returncode == 0 and skipped.stderr == "" and snapshot(ro / "done") == before
+        for args, expected in [((f"hydra.run.dir={ro / 'new'}",), "cannot be created"),
+                               (("resume=false", f"hydra.run.dir={ro / 'done'}"), f"cannot write to {ro / 'done'}"),
+                               (("collect", str(ro / "done")), "cannot write the tables")]:
+            result = run_cli(*args) if args[0] == "collect" else run_cli("train", *TINY, *args)
+            assert result.returncode == 2 and expected in one_error_line(result.stderr), result.stderr
+        assert snapshot(ro / "done") == before and not (ro / "new").exists()
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
