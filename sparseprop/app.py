@@ -150,9 +150,11 @@ def task(cfg: DictConfig) -> dict:
                     f"{out} holds {', '.join(foreign[:3])} but is not a sparseprop run directory; write to "
                     "another directory (hydra.run.dir=...)")
             return run_job(cfg, out, hc, single)
-    except (records.RunBusy, records.RecordsError) as exc:
+    except (records.RunBusy, records.RecordsError, OSError) as exc:
         # Not logged: the job's log file may belong to the process that holds the directory.
         busy = isinstance(exc, records.RunBusy)
+        if isinstance(exc, OSError):
+            exc = records.os_error(exc.filename or out, exc, "use")
         if single:
             print(f"sparseprop: error: {exc}", file=sys.stderr)
             sys.exit(2)

@@ -157,7 +157,10 @@ class Run:
         """Save everything needed to resume (or to reload the network) atomically, keeping the previous one."""
         if (self.out / CHECKPOINT).is_file():
             # A kill between the two renames leaves only the previous checkpoint, which resuming also reads.
-            os.replace(self.out / CHECKPOINT, self.out / records.PREVIOUS_CHECKPOINT)
+            try:
+                os.replace(self.out / CHECKPOINT, self.out / records.PREVIOUS_CHECKPOINT)
+            except OSError as exc:
+                raise records.os_error(self.out / records.PREVIOUS_CHECKPOINT, exc) from None
         records.save_torch(self.out / CHECKPOINT, {
             "format": 2,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
@@ -327,9 +330,10 @@ class Run:
             try:
                 state = self.restore(records.load_torch(path, self.device), splits)
             except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, this checkpoint cannot be resumed
-                message = str(exc) if isinstance(exc, records.DamagedRecord) else f"{path} is damaged ({type(exc).__name__}: {exc})"
+                if not isinstance(exc, records.DamagedRecord):  # it loaded, but does not fit this run
+                    exc = records.DamagedRecord(path, exc)
                 aside = records.set_aside(path)
-                notes.append(f"{message.splitlines()[0]}; set aside as {aside.name}")
+                notes.append(f"{exc}; set aside as {aside.name}")
                 continue
             if notes:
                 notes.append(f"resumed from {name} (step {state.step})")
