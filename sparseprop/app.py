@@ -260,6 +260,9 @@ def main() -> None:
         sys.exit(2)
     sys.argv = [sys.argv[0], *sweep.with_sweep_dir(sys.argv[1:])]
     sweep.last_report = None
+    # A log line that cannot be written (full disk) is dropped, not printed as a traceback; the error that
+    # stops the run still reaches stderr as one line.
+    logging.raiseExceptions = False
     task()
     if sweep.last_report is not None and sweep.last_report.unfinished:
         sys.exit(sweep.UNFINISHED_EXIT)
