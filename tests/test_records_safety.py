@@ -431,3 +431,20 @@ def test_on_a_real_read_only_mount(tmp_path, capsys):
         assert snapshot(ro / "done") == before and not (ro / "new").exists()
     finally:
         subprocess.run(["umount", str(ro)], check=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root")
+def test_on_a_real_full_disk(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("this machine does not allow mounts")
+    try:
+        result = run_cli("train", *TINY, "signal.stages=[init]", f"hydra.run.dir={disk / 'run'}")
+        assert result.returncode == 2
+        assert "No space left on device" in one_error_line(result.stderr)
+        assert not [p for p in (disk / "run").iterdir() if p.name.endswith(".tmp")]
+        assert records.read_json(disk / "run" / "summary.json")["status"] == "failed"
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
