@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,12 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
         raise records.DamagedRecord(path, exc) from None
     model.to(device).eval()
     summary_path = Path(run_dir) / "summary.json"
-    summary = records.read_json(summary_path) if summary_path.is_file() else {}
+    summary: dict[str, Any] = {}
+    if summary_path.is_file():
+        try:
+            summary = records.read_json(summary_path)
+        except records.DamagedRecord as exc:  # the network is whole; only its summary is lost
+            logging.getLogger("sparseprop").warning("%s; loaded without it", exc)
     return LoadedRun(model, masks, cfg, summary, step)
 
 
