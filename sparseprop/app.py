@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sparseprop import config, records, sweep
 from sparseprop.config import CONF_DIR
@@ -21,17 +22,23 @@ log = logging.getLogger("sparseprop")
 
 
 def record_failure(out: Path, reason: str, error_type: str) -> None:
-    """Mark the run failed with its reason, keeping what its last checkpoint recorded (step, metrics so far)."""
-    records.clear_complete(out)
+    """Mark the run failed with its reason, keeping what its last checkpoint recorded (step, metrics so far).
+
+    Best effort: when the failure is that nothing can be written (full disk), it is only logged.
+    """
     path = out / "summary.json"
     summary: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            summary = records.read_json(path)
-        except ValueError:
-            summary = {}
-    summary.update(status="failed", reason=reason, error_type=error_type)
-    records.write_json(path, summary)
+    try:
+        records.clear_complete(out)
+        if path.is_file():
+            try:
+                summary = records.read_summary(path)
+            except SparsepropError:
+                summary = {}
+        summary.update(status="failed", reason=reason, error_type=error_type)
+        records.write_json(path, summary)
+    except (OSError, SparsepropError) as exc:
+        log.error("could not record the failure: %s", exc)
 
 
 def stale_reason(out: Path, cfg: DictConfig) -> str | None:
@@ -64,15 +71,102 @@ def finish_single(out: Path, summary: dict[str, Any]) -> None:
     sys.exit(sweep.UNFINISHED_EXIT)
 
 
+def write_hydra_records(out: Path, cfg: DictConfig, hc: Any) -> None:
+    """Write .hydra/ (config, Hydra config, overrides) as Hydra would, but only once this job holds the directory.
+
+    conf/train.yaml turns Hydra's own copy off (``hydra.output_subdir: null``): Hydra writes it before the job
+    starts, so a second process on a busy directory would overwrite the config of the run it belongs to.
+    """
+    hydra_dir = out / ".hydra"
+    records.atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    records.atomic_write_text(hydra_dir / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})))
+    records.atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(list(hc.overrides.task)))
+
+
+def finished_summary(out: Path) -> dict[str, Any] | None:
+    """The summary of a finished run in ``out`` (COMPLETE and a readable summary), else None.
+
+    A damaged summary of a finished run is named on the log; the run is then redone from its checkpoint.
+    """
+    if not records.is_complete(out):
+        return None
+    try:
+        return records.read_summary(out / "summary.json")
+    except FileNotFoundError:
+        return None
+    except SparsepropError as exc:
+        log.warning("%s; redoing the run from its checkpoint", exc)
+        return None
+
+
+def detach_file_logs(out: Path) -> None:
+    """Stop logging into files under ``out`` (a read-only directory: a log line must not become a traceback)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_relative_to(out):
+            root.removeHandler(handler)
+            handler.close()
+
+
+def read_only_job(out: Path, cfg: DictConfig, single: bool) -> dict:
+    """A job whose directory cannot be written: a finished run of this config is skipped, anything else refused."""
+    detach_file_logs(out)
+    summary = finished_summary(out) if cfg.resume else None
+    stale = stale_reason(out, cfg) if cfg.resume else None
+    reason = stale or f"cannot write to {out} (read-only or not permitted)"
+    if summary is not None and stale is None:
+        log.info("already finished (%s), skipped (read-only): %s", summary["status"], out)
+        if single and summary["status"] != "completed":
+            finish_single(out, summary)
+        return summary
+    if single:
+        print(f"sparseprop: error: {reason}" + ("" if stale else "; write to another directory (hydra.run.dir=...)"),
+              file=sys.stderr)
+        sys.exit(2)
+    print(f"sparseprop: failed: {reason}", file=sys.stderr)
+    return {"status": "failed", "reason": reason}
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def task(cfg: DictConfig) -> dict:
-    """Run one job in its Hydra output directory; in a sweep a failing job is recorded, not raised."""
+    """Run one job in its Hydra output directory, holding its lock; in a sweep a failing job is recorded, not raised."""
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
     single = hc.mode == RunMode.RUN
+    # A directory sparseprop has written before has its lock file or .hydra/ (older versions).
+    locked_before = (out / records.LOCK).exists()
+    ours = locked_before or (out / ".hydra" / "config.yaml").is_file()
+    try:
+        with records.run_lock(out) as writable:
+            if not writable:
+                return read_only_job(out, cfg, single)
+            foreign = [name for name in records.record_files() if (out / name).exists()]
+            if foreign and not ours:
+                # Its files would be overwritten or deleted; they are not sparseprop's to touch. Nor is the
+                # folder: the lock file goes again, so a second try is refused the same way.
+                if not locked_before:
+                    os.unlink(out / records.LOCK)
+                raise records.RecordsError(
+                    f"{out} holds {', '.join(foreign[:3])} but is not a sparseprop run directory; write to "
+                    "another directory (hydra.run.dir=...)")
+            return run_job(cfg, out, hc, single)
+    except (records.RunBusy, records.RecordsError, OSError) as exc:
+        # Not logged: the job's log file may belong to the process that holds the directory.
+        busy = isinstance(exc, records.RunBusy)
+        if isinstance(exc, OSError):
+            exc = records.os_error(exc.filename or out, exc, "use")
+        if single:
+            print(f"sparseprop: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        print(f"sparseprop: {'busy' if busy else 'failed'}: {exc}", file=sys.stderr)
+        return {"status": "busy" if busy else "failed", "reason": str(exc)}
+
+
+def run_job(cfg: DictConfig, out: Path, hc: Any, single: bool) -> dict:
+    """The job itself, under the lock of ``out``: clean up, then skip, resume or run afresh."""
     from sparseprop.run import Run
 
-    sweep.remove_temporaries(out)
+    records.remove_temporaries(out)
     if not cfg.resume:
         gone = sweep.discard_records(out)
         if gone:
@@ -87,8 +181,8 @@ def task(cfg: DictConfig) -> dict:
             record_failure(out, reason, "StaleRecords")
             log.error("failed: %s", reason)
             return {"status": "failed", "reason": reason}
-        if records.is_complete(out) and (out / "summary.json").is_file():
-            summary = records.read_json(out / "summary.json")
+        summary = finished_summary(out)
+        if summary is not None:
             log.info("already finished (%s), skipped: %s", summary["status"], out)
             if single and summary["status"] != "completed":
                 finish_single(out, summary)
@@ -96,6 +190,7 @@ def task(cfg: DictConfig) -> dict:
     apply_job_threads(hc, cfg)
     try:
         config.validate(cfg)
+        write_hydra_records(out, cfg, hc)
         summary = Run(cfg, out).execute()
     except SparsepropError as exc:
         record_failure(out, str(exc), type(exc).__name__)
@@ -122,10 +217,52 @@ def task(cfg: DictConfig) -> dict:
     return summary
 
 
+def check_output_dir(args: list[str]) -> None:
+    """Refuse, before Hydra starts, a ``hydra.run.dir`` / ``hydra.sweep.dir`` that is empty, a file or a dangling
+    link, or that does not exist and cannot be made (a read-only place)."""
+    from sparseprop.cli import split_args
+
+    overrides, multirun, skip = split_args(args)
+    if skip or any(a in ("--cfg", "-c") for a in args):
+        return  # help, info or the config printed: nothing is written
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [o for o in overrides if sweep.override_key(o) == key]
+    # Without one, runs go under outputs/ (conf/train.yaml; a sweep gets outputs/sweeps/<name> from main).
+    for o in given or [f"{key}=outputs"]:
+        value = o.partition("=")[2].strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1].strip()
+        if not value:
+            raise SparsepropError(f"{key}='' is not valid: give the directory for the run's records")
+        if "${" in value:
+            continue  # an interpolation: Hydra resolves it
+        path = Path(value)
+        if path.is_symlink() and not path.exists():
+            raise SparsepropError(f"{key}={value} is not valid: it is a dangling link")
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        if path.exists() and not path.is_dir():
+            raise SparsepropError(f"{key}={value} is not valid: {path} is a file, not a directory")
+        if path != Path(value) and not os.access(path, os.W_OK | os.X_OK):
+            if not given:
+                raise SparsepropError(f"runs go under {Path(value).absolute()}, which cannot be created: {path} is "
+                                      f"read-only or not writable; choose a folder with {key}=...")
+            raise SparsepropError(f"{key}={value} is not valid: it cannot be created, {path} is read-only "
+                                  "or not writable")
+
+
 def main() -> None:
     """`sparseprop train` with Hydra's arguments in ``sys.argv``; exits 3 if a sweep job did not complete."""
+    try:
+        check_output_dir(sys.argv[1:])
+    except SparsepropError as exc:
+        print(f"sparseprop: error: {exc}", file=sys.stderr)
+        sys.exit(2)
     sys.argv = [sys.argv[0], *sweep.with_sweep_dir(sys.argv[1:])]
     sweep.last_report = None
+    # A log line that cannot be written (full disk) is dropped, not printed as a traceback; the error that
+    # stops the run still reaches stderr as one line.
+    logging.raiseExceptions = False
     task()
     if sweep.last_report is not None and sweep.last_report.unfinished:
         sys.exit(sweep.UNFINISHED_EXIT)

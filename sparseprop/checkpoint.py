@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,21 +35,33 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
         logits = run.model(x)          # x normalised as the run's dataset (see sparseprop.data)
         kept = {k: int(m.sum()) for k, m in run.masks.items()}
     """
-    from sparseprop.run import CHECKPOINT, build
+    from sparseprop.records import CHECKPOINT
+    from sparseprop.run import build
 
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         raise SparsepropError(f"no {CHECKPOINT} in {run_dir}: not a sparseprop run directory, or the run never reached training")
-    ckpt = torch.load(path, map_location=device, weights_only=False)
-    cfg = OmegaConf.create(ckpt["config"])
-    shape = ckpt["data_shape"]
-    model = build(cfg, _Shape(tuple(shape["in_shape"]), int(shape["num_classes"])))
-    model.load_state_dict(ckpt["model"])
+    ckpt = records.load_torch(path, device)  # weights_only: a planted pickle payload never runs
+    try:
+        cfg = OmegaConf.create(ckpt["config"])
+        shape = ckpt["data_shape"]
+        model = build(cfg, _Shape(tuple(shape["in_shape"]), int(shape["num_classes"])))
+        model.load_state_dict(ckpt["model"])
+        masks = {k: v.to(device) for k, v in ckpt["masks"].items()}
+        step = int(ckpt["train_state"]["step"])
+    except SparsepropError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - it loaded, but is not a checkpoint of a network sparseprop can build
+        raise records.DamagedRecord(path, exc) from None
     model.to(device).eval()
     summary_path = Path(run_dir) / "summary.json"
-    summary = records.read_json(summary_path) if summary_path.is_file() else {}
-    masks = {k: v.to(device) for k, v in ckpt["masks"].items()}
-    return LoadedRun(model, masks, cfg, summary, int(ckpt["train_state"]["step"]))
+    summary: dict[str, Any] = {}
+    if summary_path.is_file():
+        try:
+            summary = records.read_json(summary_path)
+        except records.DamagedRecord as exc:  # the network is whole; only its summary is lost
+            logging.getLogger("sparseprop").warning("%s; loaded without it", exc)
+    return LoadedRun(model, masks, cfg, summary, step)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from sparseprop.errors import SparsepropError
 
 RUNS_CSV = "results.csv"
 LAYERS_CSV = "results_layers.csv"
-STATUSES = ("completed", "diverged", "failed", "partial", "missing")
+STATUSES = ("completed", "diverged", "failed", "partial", "busy", "damaged", "missing")
 ID_COLUMNS = ["run", "sweep", "job", "status", "reason", "overrides"]
 CHOICE_COLUMNS = [*GROUPS, "experiment"]
 # signal.csv columns that are statistics (the rest say where and on what a measurement was taken).
@@ -117,23 +117,26 @@ def _parse_value(text: str) -> Any:
 
 
 def read_config(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
-    """The run's composed config (resolved where possible) and its overrides, from .hydra/ (or its checkpoint)."""
+    """The run's composed config (resolved where possible) and its overrides, from .hydra/ (empty if it has none)."""
     cfg: dict[str, Any] = {}
     overrides: list[str] = []
     hydra_dir = run_dir / ".hydra"
+    path = hydra_dir / "config.yaml"
     try:
-        if (hydra_dir / "config.yaml").is_file():
-            node = OmegaConf.load(hydra_dir / "config.yaml")
+        if path.is_file():
+            node = OmegaConf.load(path)
             try:
                 cfg = OmegaConf.to_container(node, resolve=True)
             except Exception:  # noqa: BLE001 - an interpolation this machine cannot resolve: keep it as written
                 cfg = OmegaConf.to_container(node, resolve=False)
-        if (hydra_dir / "overrides.yaml").is_file():
-            overrides = [str(o) for o in OmegaConf.load(hydra_dir / "overrides.yaml")]
-    except Exception:  # noqa: BLE001 - a damaged Hydra file must not hide the run's own records
-        pass
-    if not cfg and (run_dir / "checkpoint.pt").is_file():
-        cfg = sweep.saved_config(run_dir) or {}
+        path = hydra_dir / "overrides.yaml"
+        if path.is_file():
+            overrides = [str(o) for o in OmegaConf.load(path)]
+    except Exception as exc:  # noqa: BLE001 - YAML and OmegaConf raise many kinds of errors on a damaged file
+        raise records.DamagedRecord(path, exc) from None
+    if not isinstance(cfg, dict):
+        raise records.DamagedRecord(hydra_dir / "config.yaml", ValueError("not a mapping"))
+    # Never from the checkpoint: collect reads text records only, so nothing in a run directory can run code.
     return cfg, overrides
 
 
@@ -141,11 +144,10 @@ def _signal_frame(run_dir: Path) -> pd.DataFrame | None:
     path = run_dir / "signal.csv"
     if not path.is_file():
         return None
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError):
-        return None
-    return frame if {"stage", "scope"} <= set(frame.columns) else None
+    frame = records.read_csv(path)
+    if len(frame) and not {"stage", "scope"} <= set(frame.columns):
+        raise records.DamagedRecord(path, ValueError("no stage and scope columns"))
+    return frame if len(frame) else None
 
 
 def _stage_stats(rows: pd.DataFrame, prefix: str) -> dict[str, Any]:
@@ -169,7 +171,11 @@ def run_row(f: Found) -> tuple[dict[str, Any], set[str]]:
             key, _, value = o.lstrip("+~").partition("=")
             row[key] = _parse_value(value)
         return row, set(row) - set(ID_COLUMNS)
-    cfg, overrides = read_config(f.run_dir)
+    try:
+        cfg, overrides = read_config(f.run_dir)
+    except SparsepropError as exc:  # the run's own records are still read and shown
+        cfg, overrides = {}, []
+        mark_damaged(row, exc)
     row["overrides"] = " ".join(overrides or f.overrides)
     for group in GROUPS:
         if isinstance(cfg.get(group), dict):
@@ -182,19 +188,24 @@ def run_row(f: Found) -> tuple[dict[str, Any], set[str]]:
             row.setdefault(key, value)
     config_keys = set(row) - set(ID_COLUMNS)
     summary_path = f.run_dir / "summary.json"
-    if summary_path.is_file():
-        try:
-            summary = records.read_json(summary_path)
-        except ValueError:
-            summary = {}
-        for key, value in _flat(summary).items():
-            if key not in ("status", "reason"):
+    try:
+        if summary_path.is_file() and state.status != "damaged":
+            for key, value in _flat(records.read_summary(summary_path)).items():
+                if key not in ("status", "reason"):
+                    row.setdefault(key, value)
+        signal = _signal_frame(f.run_dir)
+        if signal is not None:
+            for key, value in _stage_stats(signal[signal.scope == "network"], "jsv").items():
                 row.setdefault(key, value)
-    signal = _signal_frame(f.run_dir)
-    if signal is not None:
-        for key, value in _stage_stats(signal[signal.scope == "network"], "jsv").items():
-            row.setdefault(key, value)
+    except SparsepropError as exc:  # a damaged record costs its own run's row, named, never the table
+        mark_damaged(row, exc)
     return row, config_keys
+
+
+def mark_damaged(row: dict[str, Any], exc: Exception) -> None:
+    """Mark a run's row ``damaged``, naming the record (the first one, if several are damaged)."""
+    if row.get("status") != "damaged":
+        row.update(status="damaged", reason=str(exc))
 
 
 def varying_columns(runs: pd.DataFrame, config_keys: set[str]) -> list[str]:
@@ -214,14 +225,18 @@ def varying_columns(runs: pd.DataFrame, config_keys: set[str]) -> list[str]:
 def layer_rows(f: Found, run: dict[str, Any], keep: list[str]) -> list[dict[str, Any]]:
     """Rows of the per-layer table for one run: layers.csv joined with its layer and weight signal by stage."""
     path = f.run_dir / "layers.csv"
-    layers = pd.read_csv(path).to_dict("records") if path.is_file() else []
+    try:
+        layers = records.read_csv(path).to_dict("records") if path.is_file() else []
+        per_name: dict[str, dict[str, Any]] = {}
+        signal = _signal_frame(f.run_dir)
+        if signal is not None and "name" in signal.columns:
+            for scope, prefix in LAYER_SCOPES.items():
+                for name, rows in signal[signal.scope == scope].groupby("name", sort=False):
+                    per_name.setdefault(str(name), {}).update(_stage_stats(rows, prefix))
+    except SparsepropError as exc:
+        mark_damaged(run, exc)
+        return []
     base = {k: run.get(k) for k in ["run", "sweep", "job", "status", *CHOICE_COLUMNS, *keep] if k in run}
-    per_name: dict[str, dict[str, Any]] = {}
-    signal = _signal_frame(f.run_dir)
-    if signal is not None and "name" in signal.columns:
-        for scope, prefix in LAYER_SCOPES.items():
-            for name, rows in signal[signal.scope == scope].groupby("name", sort=False):
-                per_name.setdefault(str(name), {}).update(_stage_stats(rows, prefix))
     out = [{**base, **layer, **per_name.pop(str(layer.get("name")), {})} for layer in layers]
     # Measured layers that layers.csv does not list (it lists prunable tensors) still get their row.
     out += [{**base, "name": name, **stats} for name, stats in per_name.items()]
@@ -238,13 +253,14 @@ def collect(paths: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame, li
     built = [run_row(f) for f in found]
     rows = [row for row, _ in built]
     config_keys = set().union(*(keys for _, keys in built))
-    runs = pd.DataFrame(rows)
-    ordered = [c for c in ID_COLUMNS + CHOICE_COLUMNS if c in runs.columns]
-    runs = runs[ordered + [c for c in runs.columns if c not in ordered]]
-    varying = varying_columns(runs, config_keys)
+    frame = pd.DataFrame(rows)
+    ordered = [c for c in ID_COLUMNS + CHOICE_COLUMNS if c in frame.columns]
+    columns = ordered + [c for c in frame.columns if c not in ordered]
+    varying = varying_columns(frame[columns], config_keys)
     keep = [c for c in varying if c not in CHOICE_COLUMNS]
+    # Layer rows first: a damaged layers.csv or signal.csv marks its run's row before the runs table is made.
     layers = pd.DataFrame([r for f, run in zip(found, rows) if not f.missing for r in layer_rows(f, run, keep)])
-    return runs, layers, varying
+    return pd.DataFrame(rows)[columns], layers, varying
 
 
 def markdown(frame: pd.DataFrame, columns: list[str]) -> str:
@@ -285,14 +301,20 @@ def parse_args(args: list[str]) -> argparse.Namespace:
 def main(args: list[str]) -> None:
     """`sparseprop collect PATH... [--out DIR] [--markdown] [--columns a,b]`."""
     opts = parse_args(args)
-    runs, layers, varying = collect(opts.paths)
     out = Path(opts.out) if opts.out else Path(os.path.commonpath([os.path.abspath(p) for p in opts.paths]))
     if opts.out is None and len(opts.paths) == 1:
         out = Path(opts.paths[0])
+    if out.exists() and not out.is_dir() or out.is_symlink() and not out.exists():
+        raise SparsepropError(f"collect: --out {out} is not valid: it is a file or a dangling link, not a folder")
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
+        raise SparsepropError(f"collect: cannot write the tables into {out} (read-only or not permitted); "
+                              "choose a folder with --out DIR")
+    runs, layers, varying = collect(opts.paths)
     records.write_csv(out / RUNS_CSV, runs)
     records.write_csv(out / LAYERS_CSV, layers)
     counts = runs.status.value_counts()
-    print(f"sparseprop: collected {len(runs)} runs: " + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES),
+    shown = [s for s in STATUSES if s not in ("busy", "damaged") or counts.get(s, 0)]  # rare ones only when present
+    print(f"sparseprop: collected {len(runs)} runs: " + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in shown),
           file=sys.stderr)
     print(f"sparseprop: wrote {out / RUNS_CSV} ({len(runs)} rows x {runs.shape[1]} columns) and "
           f"{out / LAYERS_CSV} ({len(layers)} rows)", file=sys.stderr)
@@ -308,3 +330,7 @@ def main(args: list[str]) -> None:
             raise SparsepropError(f"collect: no column {', '.join(unknown)} in the table; "
                                   f"{out / RUNS_CSV} lists the columns")
         print(markdown(runs, columns))
+    damaged = int((runs.status == "damaged").sum())
+    if damaged:
+        raise SparsepropError(f"collect: {damaged} runs have damaged records (listed above); the tables list them "
+                              "as damaged")

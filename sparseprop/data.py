@@ -179,14 +179,20 @@ def locate_idx(name: str, root: str | os.PathLike, download: bool = True) -> Pat
         # Extracted copies go to a cache, never next to the originals: data roots are often shared
         # or read-only, and the archives stay the single source of truth.
         target = cached_root / folder / "raw"
-        target.mkdir(parents=True, exist_ok=True)
         for a in archives:
             if (target / a.stem).is_file():
                 continue
             tmp = target / f".{a.stem}.tmp{os.getpid()}"
-            with gzip.open(a, "rb") as fin, open(tmp, "wb") as fout:
-                shutil.copyfileobj(fin, fout)
-            os.replace(tmp, target / a.stem)
+            try:
+                target.mkdir(parents=True, exist_ok=True)
+                with gzip.open(a, "rb") as fin, open(tmp, "wb") as fout:
+                    shutil.copyfileobj(fin, fout)
+                os.replace(tmp, target / a.stem)
+            except OSError as exc:
+                # A full or read-only cache must leave no half-extracted file behind, and say where it is.
+                tmp.unlink(missing_ok=True)
+                raise DataError(f"dataset={name}: cannot extract {a.name} into {target}: {exc.strerror or exc}; "
+                                "free space there or set SPARSEPROP_CACHE to another folder") from None
         return cached_root
     if download:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +39,17 @@ def gather(sweep_dir: str | Path, out_dir: str | Path, masks: bool = False) -> p
     metrics, mask_arrays = [], {}
     for name, status in zip(runs["run"], runs["status"]):
         run_dir = sweep_dir / name
-        if (run_dir / "metrics.csv").is_file() and (run_dir / "metrics.csv").stat().st_size > 1:
-            metrics.append(pd.read_csv(run_dir / "metrics.csv").assign(run=name))
-        if masks and status == "completed" and (run_dir / "checkpoint.pt").is_file():
-            from sparseprop.checkpoint import load_run
+        try:
+            if (run_dir / "metrics.csv").is_file() and (run_dir / "metrics.csv").stat().st_size > 1:
+                metrics.append(records.read_csv(run_dir / "metrics.csv").assign(run=name))
+            if masks and status == "completed" and (run_dir / "checkpoint.pt").is_file():
+                from sparseprop.checkpoint import load_run
 
-            for param, mask in load_run(run_dir).masks.items():
-                if param.endswith("weight"):
-                    mask_arrays[f"{name}/{param}"] = mask.cpu().numpy().astype(np.uint8)
+                for param, mask in load_run(run_dir).masks.items():
+                    if param.endswith("weight"):
+                        mask_arrays[f"{name}/{param}"] = mask.cpu().numpy().astype(np.uint8)
+        except SparsepropError as exc:  # a damaged record costs its own run's curves or masks, named
+            print(f"sparseprop: {exc}; left out", file=sys.stderr)
     records.write_csv(out_dir / RUNS, runs)
     records.write_csv(out_dir / LAYERS, layers)
     records.write_csv(out_dir / METRICS, pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame())

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -12,24 +12,33 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from sparseprop import records  # noqa: E402
+
 
 def save(fig: "plt.Figure", path_stem: str | Path) -> list[Path]:
     """Save ``fig`` as PNG and PDF (each atomically) and close it; returns the two paths."""
     stem = Path(path_stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     out = []
-    for ext in ("png", "pdf"):
-        target = stem.with_suffix(f".{ext}")
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".{ext}", dir=target.parent)
-        os.close(fd)
+    try:
         try:
-            fig.savefig(tmp, dpi=150 if ext == "png" else None, bbox_inches="tight", format=ext)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        out.append(target)
-    plt.close(fig)
+            stem.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise records.os_error(stem.parent, exc) from None
+        for ext in ("png", "pdf"):
+            target = stem.with_suffix(f".{ext}")
+            # records' temporary names: the umask's permissions, and removed by records.remove_temporaries.
+            tmp = records.create_temporary(target)
+            try:
+                fig.savefig(tmp, dpi=150 if ext == "png" else None, bbox_inches="tight", format=ext)
+                os.replace(tmp, target)
+            except OSError as exc:
+                raise records.os_error(target, exc) from None
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+            out.append(target)
+    finally:
+        plt.close(fig)
     return out
 
 
@@ -154,38 +163,57 @@ def isometry_curve(curve: pd.DataFrame, title: str = "") -> "plt.Figure":
 
 
 def run_figures(run_dir: str | Path) -> list[Path]:
-    """Draw the figures of one run directory from its records; returns the written paths."""
+    """Draw the figures of one run directory from its records; returns the written paths.
+
+    A record that does not parse raises ``records.DamagedRecord`` naming it.
+    """
     run_dir = Path(run_dir)
     written: list[Path] = []
     metrics_path, layers_path = run_dir / "metrics.csv", run_dir / "layers.csv"
     if metrics_path.is_file():
-        metrics = pd.read_csv(metrics_path)
+        metrics = records.read_csv(metrics_path)
         if len(metrics):
-            written += save(training_curves(metrics), run_dir / "training_curves")
+            written += _drawn(metrics_path, training_curves, metrics, run_dir / "training_curves")
     if layers_path.is_file():
-        layers = pd.read_csv(layers_path)
+        layers = records.read_csv(layers_path)
         if len(layers):
-            written += save(layer_kept(layers), run_dir / "layer_kept")
+            written += _drawn(layers_path, layer_kept, layers, run_dir / "layer_kept")
     if (run_dir / "spectra.npz").is_file():
-        from sparseprop.records import read_npz
-
-        spectra = read_npz(run_dir / "spectra.npz")
+        spectra = records.read_npz(run_dir / "spectra.npz")
         if any(k.endswith("/io") for k in spectra):
-            written += save(jsv_histogram(spectra), run_dir / "jsv_histogram")
-    if (run_dir / "signal.csv").is_file():
-        signal = pd.read_csv(run_dir / "signal.csv")
-        if len(signal[signal.stage != "train"]):
-            written += save(layer_jsv(signal), run_dir / "layer_jsv")
-        if len(signal[(signal.stage == "train") & (signal.scope == "network")]):
-            written += save(jsv_training(signal), run_dir / "jsv_training")
-    if (run_dir / "isometry.csv").is_file():
-        written += save(isometry_curve(pd.read_csv(run_dir / "isometry.csv")), run_dir / "isometry_curve")
+            written += _drawn(run_dir / "spectra.npz", jsv_histogram, spectra, run_dir / "jsv_histogram")
+    signal_path = run_dir / "signal.csv"
+    if signal_path.is_file():
+        signal = records.read_csv(signal_path)
+        if len(signal) and "stage" in signal.columns and "scope" in signal.columns:
+            if len(signal[signal.stage != "train"]):
+                written += _drawn(signal_path, layer_jsv, signal, run_dir / "layer_jsv")
+            if len(signal[(signal.stage == "train") & (signal.scope == "network")]):
+                written += _drawn(signal_path, jsv_training, signal, run_dir / "jsv_training")
+        elif len(signal):
+            raise records.DamagedRecord(signal_path, ValueError("no stage and scope columns"))
+    isometry_path = run_dir / "isometry.csv"
+    if isometry_path.is_file():
+        curve = records.read_csv(isometry_path)
+        if len(curve):
+            written += _drawn(isometry_path, isometry_curve, curve, run_dir / "isometry_curve")
     return written
+
+
+def _drawn(source: Path, draw: Any, table: Any, stem: Path) -> list[Path]:
+    """Draw and save one figure; a table that parsed but lacks what the figure needs is a damaged ``source``."""
+    try:
+        fig = draw(table)
+    except (KeyError, AttributeError, ValueError, TypeError) as exc:
+        plt.close("all")
+        raise records.DamagedRecord(source, exc) from None
+    return save(fig, stem)
 
 
 def main(args: list[str]) -> None:
     """`sparseprop plot RUN_DIR...`: draw each run's own figures from its records (e.g. runs made with figures=false)."""
     import argparse
+    import sys
 
     from sparseprop.errors import SparsepropError
 
@@ -196,6 +224,14 @@ def main(args: list[str]) -> None:
     for run in opts.runs:
         if not (Path(run) / "summary.json").is_file() and not (Path(run) / "metrics.csv").is_file():
             raise SparsepropError(f"RUN_DIR={run} is not valid: it holds no run records (summary.json or metrics.csv)")
+    failed = 0
     for run in opts.runs:
-        written = run_figures(run)
+        try:
+            written = run_figures(run)
+        except SparsepropError as exc:  # a damaged or unwritable run costs its own figures only
+            print(f"sparseprop: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
         print(f"{run}: {len(written)} files" + (f" ({', '.join(sorted({p.stem for p in written}))})" if written else ""))
+    if failed:
+        raise SparsepropError(f"{failed} of {len(opts.runs)} runs could not be drawn (above)")

@@ -301,6 +301,8 @@ def main(args: list[str] | None = None) -> None:
     selected = [e.strip() for e in opts.only.split(",") if e.strip()] or list(EXPERIMENTS)
     if opts.jobs < 1:
         raise SparsepropError(f"--jobs {opts.jobs}: give at least 1 parallel run")
+    if root.exists() and not root.is_dir() or root.is_symlink() and not root.exists():
+        raise SparsepropError(f"--outputs {root}: is a file or a dangling link; give a folder")
     unknown = [e for e in selected if e not in EXPERIMENTS]
     if unknown:
         raise SparsepropError(f"--only {','.join(unknown)}: unknown experiment; choose from {', '.join(EXPERIMENTS)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import time
 from pathlib import Path
@@ -16,7 +17,23 @@ from sparseprop import __version__, data, inits, models, pruning, records, train
 from sparseprop.errors import DataError
 
 log = logging.getLogger("sparseprop")
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = records.CHECKPOINT
+
+
+def plain_rng(state: dict[str, Any]) -> dict[str, Any]:
+    """The RNG states of ``train.rng_state`` with NumPy's array as a tensor, so ``weights_only`` loading accepts them."""
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    return {**state, "numpy": [str(name), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos),
+                               int(has_gauss), float(gauss)]}
+
+
+def numpy_rng(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``plain_rng``'s inverse: the states as ``train.set_rng_state`` takes them."""
+    if not state:
+        return state
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    return {**state, "numpy": (name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss),
+            "python": (state["python"][0], tuple(state["python"][1]), state["python"][2])}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -137,9 +154,15 @@ class Run:
                      last["val_error_pct"], last["test_error_pct"], last["test_loss"])
 
     def checkpoint(self, state: train.TrainState) -> None:
-        """Save everything needed to resume (or to reload the network) atomically."""
+        """Save everything needed to resume (or to reload the network) atomically, keeping the previous one."""
+        if (self.out / CHECKPOINT).is_file():
+            # A kill between the two renames leaves only the previous checkpoint, which resuming also reads.
+            try:
+                os.replace(self.out / CHECKPOINT, self.out / records.PREVIOUS_CHECKPOINT)
+            except OSError as exc:
+                raise records.os_error(self.out / records.PREVIOUS_CHECKPOINT, exc) from None
         records.save_torch(self.out / CHECKPOINT, {
-            "format": 1,
+            "format": 2,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "model": self.model.state_dict(),
             "masks": {k: v.cpu() for k, v in (self.masks or {}).items()},
@@ -148,7 +171,7 @@ class Run:
             "train_state": vars(state),
             "layers": self.layers, "warnings": self.warnings, "extra": self.extra, "signal_rows": self.signal_rows,
             "data_shape": {"in_shape": list(self.in_shape), "num_classes": self.num_classes},
-            "rng": train.rng_state(),
+            "rng": plain_rng(train.rng_state()),
         })
         records.write_json(self.out / "summary.json", self.summary(state))
         records.write_csv(self.out / "metrics.csv", state.metrics, columns=records.METRIC_COLUMNS)
@@ -254,29 +277,18 @@ class Run:
             self.x_io, self.x_layer = splits.x_train[io_idx.to(self.device)], splits.x_train[layer_idx.to(self.device)]
             # Which training examples the raw spectra belong to, so they can be recomputed independently.
             self.spectra.update({"examples/io": io_idx.numpy(), "examples/layer": layer_idx.numpy()})
-        ckpt_path = self.out / CHECKPOINT
-        resumed = cfg.resume and ckpt_path.is_file()
-        if resumed:
-            ckpt = torch.load(ckpt_path, map_location=self.device, weights_only=False)
-            self.model = build(cfg, splits).to(self.device)
-            self.model.load_state_dict(ckpt["model"])
-            self.params = pruning.prunable_parameters(self.model, cfg.prune.include_bias)
-            self.masks = {k: v.to(self.device) for k, v in ckpt["masks"].items()} or None
-            self.layers, self.warnings, self.extra = ckpt["layers"], ckpt["warnings"], ckpt["extra"]
-            self.signal_rows = ckpt.get("signal_rows", [])
-            if (self.out / "spectra.npz").is_file():
-                self.spectra = records.read_npz(self.out / "spectra.npz")
-            state = train.TrainState(**ckpt["train_state"])
-            train.set_rng_state(ckpt.get("rng"))
-            log.info("resuming from step %d", state.step)
-        else:
+        notes: list[str] = []
+        state = self.resume(splits, notes) if cfg.resume else None
+        if state is None:
+            fresh_spectra = {k: v for k, v in self.spectra.items() if k.startswith("examples/")}
+            self.spectra, self.signal_rows, self.extra = fresh_spectra, [], {}
             self.prepare(splits, score)
             state = train.TrainState()
-        self.optimizer = train.make_optimizer(self.model, cfg.train)
-        self.sampler = train.BatchSampler(splits.x_train.shape[0], cfg.train.batch_size, cfg.train.shuffle_seed, self.device)
-        if resumed:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.sampler.load_state_dict(ckpt["sampler"])
+            self.optimizer = train.make_optimizer(self.model, cfg.train)
+            self.sampler = train.BatchSampler(splits.x_train.shape[0], cfg.train.batch_size, cfg.train.shuffle_seed,
+                                              self.device)
+        for note in notes:
+            self.warn(note)
         # A final checkpoint (killed before COMPLETE) already holds the final-stage measurements.
         finished_before = state.status != "running"
         t = time.time()
@@ -296,6 +308,62 @@ class Run:
         if state.status in ("completed", "diverged"):
             records.mark_complete(self.out)
         return summary
+
+    def resume(self, splits: data.Splits, notes: list[str]) -> train.TrainState | None:
+        """Restore the last good checkpoint (the previous one if the last is damaged); None: start from scratch.
+
+        A checkpoint that does not load or does not fit is renamed aside (never deleted), and ``notes`` says so.
+        """
+        spectra = self.out / "spectra.npz"
+        if spectra.is_file() and any((self.out / n).is_file() for n in (CHECKPOINT, records.PREVIOUS_CHECKPOINT)):
+            try:
+                self.spectra = records.read_npz(spectra)
+            except records.DamagedRecord as exc:
+                # The raw spectra of the earlier stages cannot be measured again without redoing them.
+                aside = records.set_aside(spectra)
+                notes.append(f"{exc}; set aside as {aside.name}; starting from scratch")
+                return None
+        for name in (CHECKPOINT, records.PREVIOUS_CHECKPOINT):
+            path = self.out / name
+            if not path.is_file():
+                continue
+            try:
+                state = self.restore(records.load_torch(path, self.device), splits)
+            except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, this checkpoint cannot be resumed
+                if not isinstance(exc, records.DamagedRecord):  # it loaded, but does not fit this run
+                    exc = records.DamagedRecord(path, exc)
+                aside = records.set_aside(path)
+                notes.append(f"{exc}; set aside as {aside.name}")
+                continue
+            if notes:
+                notes.append(f"resumed from {name} (step {state.step})")
+            log.info("resuming from step %d", state.step)
+            return state
+        if notes:
+            notes.append("no good checkpoint left: starting from scratch")
+        return None
+
+    def restore(self, ckpt: dict[str, Any], splits: data.Splits) -> train.TrainState:
+        """Rebuild the network, masks, optimiser, sampler and random states from a loaded checkpoint."""
+        cfg = self.cfg
+        model = build(cfg, splits).to(self.device)
+        model.load_state_dict(ckpt["model"])
+        params = pruning.prunable_parameters(model, cfg.prune.include_bias)
+        masks = {k: v.to(self.device) for k, v in ckpt["masks"].items()} or None
+        if masks and (masks.keys() != params.keys() or any(masks[k].shape != params[k].shape for k in masks)):
+            raise ValueError("its masks do not fit the network")
+        optimizer = train.make_optimizer(model, cfg.train)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        sampler = train.BatchSampler(splits.x_train.shape[0], cfg.train.batch_size, cfg.train.shuffle_seed, self.device)
+        sampler.load_state_dict(ckpt["sampler"])
+        state = train.TrainState(**ckpt["train_state"])
+        layers, warnings, extra = list(ckpt["layers"]), list(ckpt["warnings"]), dict(ckpt["extra"])
+        signal_rows = list(ckpt.get("signal_rows", []))
+        # Only now that everything loaded does the run take it over (global random states last).
+        train.set_rng_state(numpy_rng(ckpt.get("rng")))
+        self.model, self.params, self.masks, self.optimizer, self.sampler = model, params, masks, optimizer, sampler
+        self.layers, self.warnings, self.extra, self.signal_rows = layers, warnings, extra, signal_rows
+        return state
 
     def pruned_nonzero(self) -> int:
         """How many pruned entries are not exactly zero (0 unless masking is broken)."""

@@ -14,6 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from sparseprop import records
+from sparseprop.errors import SparsepropError
 
 # Keys that say how or where a job runs, not what it computes: they never name a job or a sweep
 # directory, and changing them between an interrupted run and its resumption is allowed.
@@ -122,18 +123,20 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def saved_config(run_dir: Path) -> dict[str, Any] | None:
-    """The config recorded in ``run_dir``'s checkpoint, or None when there is no readable checkpoint."""
-    import torch
+    """The config recorded in ``run_dir``'s last readable checkpoint, or None when there is none.
 
-    from sparseprop.run import CHECKPOINT
-
-    path = Path(run_dir) / CHECKPOINT
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False).get("config")
-    except Exception:  # noqa: BLE001 - a damaged checkpoint fails the run itself, where it is recorded
-        return None
+    Loaded with ``weights_only``: nothing in a checkpoint runs. A damaged checkpoint is set aside when the run resumes.
+    """
+    for name in (records.CHECKPOINT, records.PREVIOUS_CHECKPOINT):
+        path = Path(run_dir) / name
+        if path.is_file():
+            try:
+                ckpt = records.load_torch(path)
+            except SparsepropError:
+                continue
+            if isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict):
+                return ckpt["config"]
+    return None
 
 
 def config_changes(saved: Mapping[str, Any] | None, current: DictConfig | Mapping[str, Any]) -> list[str]:
@@ -148,47 +151,44 @@ def config_changes(saved: Mapping[str, Any] | None, current: DictConfig | Mappin
             if k not in RUNTIME_KEYS and old[k] != new[k]]
 
 
-_RECORD_SUFFIXES = {".json", ".csv", ".pt", ".npz", ".png", ".pdf", ".tmp"}
-
-
 def discard_records(run_dir: Path) -> list[str]:
-    """Delete the records an earlier run left in ``run_dir`` (COMPLETE first) and empty its logs; returns what went."""
+    """Delete the records an earlier run left in ``run_dir`` (COMPLETE first) and empty its log; returns what went.
+
+    Only the exact names a run writes (``records.record_files``) are touched, never another file of the folder;
+    only call it holding the run's lock.
+    """
     run_dir = Path(run_dir)
-    if not any((run_dir / f).is_file() for f in (records.COMPLETE, "summary.json", "checkpoint.pt")):
-        return []  # not a run directory: touch nothing
     records.clear_complete(run_dir)
     gone = []
-    for path in sorted(run_dir.iterdir()):
-        if not path.is_file() or path.is_symlink():
-            continue  # .hydra/ was just written for this job; nothing else here is a directory
-        if path.suffix == ".log":
-            # The job's log handler already has this file open for appending, so empty it in place.
-            os.truncate(path, 0)
-        elif path.suffix in _RECORD_SUFFIXES:
+    for name in records.record_files():
+        path = run_dir / name
+        if path.is_file() and not path.is_symlink():
             path.unlink()
-            gone.append(path.name)
+            gone.append(name)
+    log = run_dir / records.LOG
+    if log.is_file() and not log.is_symlink() and log.stat().st_size:
+        # The job's log handler may already have this file open for appending, so empty it in place.
+        os.truncate(log, 0)
     return gone
 
 
-def remove_temporaries(run_dir: Path) -> None:
-    """Delete temporary files a killed writer left behind (records are written to ``.<name>.*.tmp`` and renamed)."""
-    run_dir = Path(run_dir)
-    if run_dir.is_dir():
-        for path in run_dir.glob(".*.tmp"):
-            path.unlink(missing_ok=True)
-
-
 def status_of(run_dir: Path) -> RunState:
-    """How ``run_dir`` stands, from its records: COMPLETE and summary.json decide; no directory is ``missing``."""
+    """How ``run_dir`` stands, from its records: COMPLETE and summary.json decide; no directory is ``missing``.
+
+    A directory another process holds is ``busy``; a summary that does not parse is ``damaged`` (named in the reason).
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return RunState("missing", "no run directory")
+    holder = records.lock_holder(run_dir)
+    if holder is not None:
+        return RunState("busy", f"in use by another sparseprop process (pid {holder})")
     summary: dict[str, Any] = {}
     if (run_dir / "summary.json").is_file():
         try:
-            summary = records.read_json(run_dir / "summary.json")
-        except ValueError:
-            summary = {}
+            summary = records.read_summary(run_dir / "summary.json")
+        except SparsepropError as exc:
+            return RunState("damaged", f"{exc}; run the same command again to redo it from its checkpoint")
     status, step = summary.get("status"), summary.get("step")
     if records.is_complete(run_dir) and status in FINISHED:
         return RunState(status, summary.get("reason") or "", step)
@@ -198,7 +198,7 @@ def status_of(run_dir: Path) -> RunState:
         return RunState("partial", f"not finished: stopped at step {step} while writing its final records", step)
     if summary:
         return RunState("partial", f"not finished: step {step} of {summary.get('iterations')}", step)
-    if (run_dir / "checkpoint.pt").is_file():
+    if (run_dir / records.CHECKPOINT).is_file():
         return RunState("partial", "not finished: a checkpoint but no summary")
     return RunState("partial", "not finished: no records yet")
 
@@ -257,11 +257,59 @@ def print_report(outcome: SweepOutcome) -> None:
           f"`sparseprop collect {outcome.sweep_dir}` tabulates the sweep", file=sys.stderr)
 
 
+# What joblib's loky workers leave in shared memory when their sweep is killed: memmapping folders and
+# named semaphores, each named by the process id of the sweep that made them.
+_SHARED_MEMORY = re.compile(r"^(?:joblib_memmapping_folder_(\d+)_.+|sem\.loky-(\d+)-.+)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_shared_memory(root: Path = Path("/dev/shm")) -> list[str]:
+    """Remove what killed joblib sweeps of this user left in ``root``: empty memmapping folders and loky semaphores.
+
+    Only entries whose sweep process is gone are touched; a live sweep's are left alone, and so are folders
+    that still hold data.
+    """
+    gone: list[str] = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return gone
+    for entry in entries:
+        match = _SHARED_MEMORY.match(entry.name)
+        if not match:
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != os.getuid() or _alive(int(match[1] or match[2])):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                os.rmdir(entry.path)  # fails, and is left, if it is not empty
+            else:
+                os.unlink(entry.path)
+            gone.append(entry.name)
+        except OSError:
+            continue
+    return gone
+
+
 class SweepReport(Callback):
     """Hydra callback (conf/train.yaml): after a sweep, report the jobs that did not complete."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Clear what killed joblib sweeps left in shared memory before this one adds its own."""
+        clean_shared_memory()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Read every job's records, print the report and keep it for the exit code."""
         global last_report
+        clean_shared_memory()
         last_report = sweep_outcome(Path(str(config.hydra.sweep.dir)), config.hydra)
         print_report(last_report)

@@ -88,8 +88,8 @@ def assert_same_run(a: Path, b: Path) -> None:
         if (a / name).is_file():
             pd.testing.assert_frame_equal(pd.read_csv(a / name), pd.read_csv(b / name), check_exact=True)
     assert summary_without_timings(a) == summary_without_timings(b)
-    ca = torch.load(a / CHECKPOINT, weights_only=False)
-    cb = torch.load(b / CHECKPOINT, weights_only=False)
+    ca = torch.load(a / CHECKPOINT, weights_only=True)
+    cb = torch.load(b / CHECKPOINT, weights_only=True)
     assert ca["masks"].keys() == cb["masks"].keys() and ca["model"].keys() == cb["model"].keys()
     for k in ca["masks"]:
         assert torch.equal(ca["masks"][k], cb["masks"][k]), k
@@ -164,7 +164,7 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch, no_figures):
         with pytest.raises(Killed):
             run_app(m, *args, f"hydra.run.dir={tmp_path / 'cut'}")
     cut = tmp_path / "cut"
-    assert not records.is_complete(cut) and torch.load(cut / CHECKPOINT, weights_only=False)["train_state"]["step"] == 25
+    assert not records.is_complete(cut) and torch.load(cut / CHECKPOINT, weights_only=True)["train_state"]["step"] == 25
     assert run_app(monkeypatch, *args, f"hydra.run.dir={cut}") == 0
     assert "resuming from step 25" in (cut / "train.log").read_text()
     assert_same_run(tmp_path / "ref", cut)
@@ -208,13 +208,20 @@ def test_completed_run_is_skipped_and_resume_false_starts_afresh(tmp_path, monke
     assert run_app(monkeypatch, *TINY, f"hydra.run.dir={out}") == 0
     assert (out / "summary.json").read_bytes() == first  # skipped: not even rewritten
     assert "already finished (completed), skipped" in (out / "train.log").read_text()
-    (out / "stale.png").write_bytes(b"left by an older run")
+    (out / "training_curves.png").write_bytes(b"left by an older run")
+    (out / "notes").mkdir()
+    mine = {"thesis.pdf": b"%PDF user's", "budget.csv": b"a,b\n1,2\n", "run.log": b"user's log\n",
+            "summary.json.bak": b"{}", "notes/summary.json": b"{}"}
+    for name, content in mine.items():
+        (out / name).write_bytes(content)
     # A fresh run that is killed must not leave the old COMPLETE marker or old records behind.
     with monkeypatch.context() as m:
         kill_at(m, 40)
         with pytest.raises(Killed):
             run_app(m, *TINY, "resume=false", f"hydra.run.dir={out}")
-    assert not records.is_complete(out) and not (out / "stale.png").exists()
+    assert not records.is_complete(out) and not (out / "training_curves.png").exists()
+    # Only the files a run writes went: the user's own files beside them are untouched.
+    assert {name: (out / name).read_bytes() for name in mine} == mine
     assert records.read_json(out / "summary.json")["step"] == 25  # the new run's own checkpoint
     assert "skipped" not in (out / "train.log").read_text()  # the old log was emptied
     assert (out / ".hydra" / "config.yaml").is_file()
@@ -281,14 +288,14 @@ def test_failing_and_diverging_jobs_do_not_stop_the_sweep(tmp_path, monkeypatch,
 def test_no_truncated_file_after_a_kill(tmp_path):
     # The writer is killed while a temporary file exists, that is, in the middle of writing a record:
     # the record under its real name must still be the whole previous version.
-    target = tmp_path / "big.json"
+    target = tmp_path / "summary.json"
     code = ("import itertools, sys\nfrom sparseprop import records\n"
             "for i in itertools.count():\n"
             "    records.write_json(sys.argv[1], {'i': i, 'data': str(i) * 20_000_000})\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(target)])
     try:
         start = time.time()
-        while not (target.is_file() and list(tmp_path.glob(".big.json.*.tmp"))):
+        while not (target.is_file() and list(tmp_path.glob(".summary.json.*.tmp"))):
             assert proc.poll() is None and time.time() - start < 120, "the writer never wrote through a temporary file"
             time.sleep(0.001)
     finally:
@@ -296,8 +303,8 @@ def test_no_truncated_file_after_a_kill(tmp_path):
         proc.wait()
     data = json.loads(target.read_text())
     assert data["data"] == str(data["i"]) * 20_000_000
-    sweep.remove_temporaries(tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == ["big.json"]
+    records.remove_temporaries(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
 
 
 # ---- end to end through the console script (slow) -----------------------------------------------
@@ -331,7 +338,7 @@ def _all_records_whole(run_dir: Path) -> None:
         elif p.suffix == ".csv":
             pd.read_csv(p)
         elif p.suffix == ".pt":
-            torch.load(p, weights_only=False)
+            torch.load(p, weights_only=True)
         elif p.suffix == ".npz":
             dict(np.load(p))
 
@@ -352,7 +359,7 @@ def test_sigkill_mid_training_resumes_identically(tmp_path, monkeypatch, no_figu
     _wait_for(cut / CHECKPOINT, proc)
     time.sleep(0.2)
     _kill(proc)
-    step = torch.load(cut / CHECKPOINT, weights_only=False)["train_state"]["step"]
+    step = torch.load(cut / CHECKPOINT, weights_only=True)["train_state"]["step"]
     assert sweep.status_of(cut).status == "partial" and 100 <= step < 1500
     _all_records_whole(cut)
     again = run_cli(*args, f"hydra.run.dir={cut}")
@@ -397,12 +404,15 @@ def test_parallel_sweep_isolates_failing_and_diverging_jobs(tmp_path):
     fixed = tiny("train.iterations=200", "threads=0")
     broken = sweep_dir / sweep.job_dirname([*fixed, "train.lr=0.05"], list(sweep.RUNTIME_KEYS), ",", "=")
     broken.mkdir(parents=True)
-    (broken / CHECKPOINT).write_bytes(b"not a checkpoint")  # a damaged file: that job fails when it loads it
+    # Records of another config (another seed): that job is refused and marked failed, the others go on.
+    torch.save({"config": {"seed": 12345}}, broken / CHECKPOINT)
+    (broken / ".hydra").mkdir()
+    (broken / ".hydra" / "config.yaml").write_text("seed: 12345\n")
     res = run_cli("train", "-m", *fixed, "train.lr=0.1,0.05,1e6", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                   f"hydra.sweep.dir={sweep_dir}")
     assert res.returncode == sweep.UNFINISHED_EXIT, res.stderr[-2000:]
     assert "2 of 3 jobs did not complete" in res.stderr
-    assert re.search(rf"failed\s+{re.escape(broken.name)}\s+UnpicklingError", res.stderr)
+    assert re.search(rf"failed\s+{re.escape(broken.name)}\s+the records in .* another config \(seed: 12345", res.stderr)
     assert re.search(r"diverged\s+\S*train.lr=1000000.0\s+training loss became", res.stderr)
     good = job(sweep_dir, "train.lr=0.1")
     assert sweep.status_of(good).status == "completed"
