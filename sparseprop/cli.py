@@ -238,12 +238,11 @@ def check(overrides: list[str], multirun: bool = True, config_name: str = "train
                 try:
                     for o in job:
                         apply_override(cfg, o)
-                    OmegaConf.to_container(cfg, resolve=True)
+                    config.validate(cfg, memory=local)
                 except SparsepropError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - OmegaConf errors become one line
+                except Exception as exc:  # noqa: BLE001 - OmegaConf errors (types, interpolations) become one line
                     raise SparsepropError(_one_line(exc)) from None
-                config.validate(cfg, memory=local)
                 for name in {cfg.dataset.name, cfg.prune.dataset or cfg.dataset.name}:
                     key = (name, str(cfg.dataset.root), bool(cfg.dataset.download))
                     if key not in seen_data:
@@ -366,10 +365,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds as from Ctrl-C: files being written stay whole."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `sparseprop` console script."""
     import importlib
+    import signal
 
+    signal.signal(signal.SIGTERM, _on_sigterm)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -382,6 +391,9 @@ def main(argv: list[str] | None = None) -> None:
         getattr(importlib.import_module(module), func)(rest)
     except SparsepropError as exc:
         fail(str(exc))
+    except Terminated:
+        print("sparseprop: terminated (SIGTERM); run the same command again to resume", file=sys.stderr)
+        sys.exit(143)
     except KeyboardInterrupt:
         print("sparseprop: interrupted", file=sys.stderr)
         sys.exit(130)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,21 +156,26 @@ def _choice(cfg: DictConfig, key: str, allowed: list[str] | tuple[str, ...]) -> 
         raise ConfigError(key, value, f"choose one of {', '.join(allowed)}")
 
 
-def unknown_keys(cfg: DictConfig) -> list[str]:
+@functools.lru_cache(maxsize=1)
+def _schema() -> dict[str, Any]:
+    """The schema's keys as plain nested dicts, made once: every job of a sweep is compared with it."""
+    return OmegaConf.to_container(OmegaConf.structured(Config))
+
+
+def unknown_keys(cfg: DictConfig | dict) -> list[str]:
     """Dotted keys of ``cfg`` that the schema does not know (added with ``+key=...``)."""
-    schema = OmegaConf.structured(Config)
     found = []
 
-    def walk(node: Any, ref: Any, prefix: str) -> None:
-        for key in node:
+    def walk(node: dict, ref: dict, prefix: str) -> None:
+        for key, value in node.items():
             if key == "hydra":
                 continue
             if key not in ref:
                 found.append(prefix + str(key))
-            elif OmegaConf.is_dict(node[key]) and OmegaConf.is_dict(ref[key]):
-                walk(node[key], ref[key], f"{prefix}{key}.")
+            elif isinstance(value, dict) and isinstance(ref[key], dict):
+                walk(value, ref[key], f"{prefix}{key}.")
 
-    walk(cfg, schema, "")
+    walk(cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg), _schema(), "")
     return found
 
 
@@ -178,10 +184,10 @@ def validate(cfg: DictConfig, memory: bool = True) -> None:
 
     With ``memory``, also refuses a run that would not fit in the memory available here.
     """
-    for key in unknown_keys(cfg):
-        raise ConfigError(key, OmegaConf.select(cfg, key), "unknown key; `sparseprop train --cfg job` lists every key")
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain.pop("hydra", None)
+    for key in unknown_keys(plain):
+        raise ConfigError(key, OmegaConf.select(cfg, key), "unknown key; `sparseprop train --cfg job` lists every key")
     bad = _non_finite(plain)
     if bad:
         raise ConfigError(bad[0], bad[1], "a finite number")
@@ -287,20 +293,44 @@ def check_sizes(cfg: DictConfig, memory: bool = True) -> None:
             raise ConfigError("prune.batches", cfg.prune.batches,
                               f"all or at most {fit:,}: that many batches of {cfg.prune.batch_size} cover dataset={score_name}'s training split")
     shape = data.SHAPES[cfg.dataset.name]
-    try:
-        model = run.meta_model(cfg, shape)
-    except SparsepropError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - e.g. a size beyond what a tensor can index
-        raise ConfigError("arch", OmegaConf.to_container(cfg.arch), f"the network cannot be built: {str(exc).splitlines()[0]}") from None
+    net = _network(cfg, shape)
     if cfg.prune.name != "none":
-        m = sum(p.numel() for p in pruning.prunable_parameters(model, cfg.prune.include_bias).values())
+        m = net.prunable if cfg.prune.include_bias else net.prunable_weights
         if pruning.kept_count(m, cfg.prune.sparsity) == 0:
             most = 1 - 0.5 / m  # round((1 - s)·m) >= 1 exactly when (1 - s)·m >= 0.5
             raise ConfigError("prune.sparsity", cfg.prune.sparsity,
                               f"it keeps round((1 - s)·m) = 0 of the m = {m:,} prunable parameters; use s < {most:.6g}")
     if memory:
-        check_memory(cfg, model, shape, sizes[cfg.dataset.name])
+        check_memory(cfg, net.model, shape, sizes[cfg.dataset.name])
+
+
+@dataclass
+class _Network:
+    model: Any
+    prunable: int
+    prunable_weights: int
+
+
+_NETWORKS: dict[str, _Network] = {}
+
+
+def _network(cfg: DictConfig, shape: Any) -> _Network:
+    """The configured network on the meta device with its prunable counts, made once per distinct network."""
+    from sparseprop import pruning, run
+
+    key = repr((OmegaConf.to_container(cfg.arch), OmegaConf.to_container(cfg.activation), shape))
+    if key not in _NETWORKS:
+        try:
+            model = run.meta_model(cfg, shape)
+        except SparsepropError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. a size beyond what a tensor can index
+            raise ConfigError("arch", OmegaConf.to_container(cfg.arch),
+                              f"the network cannot be built: {str(exc).splitlines()[0]}") from None
+        count = lambda bias: sum(p.numel() for p in pruning.prunable_parameters(model, bias).values())  # noqa: E731
+        _NETWORKS.clear()  # one entry is enough for a sweep ordered by config groups, and keeps memory flat
+        _NETWORKS[key] = _Network(model, count(True), count(False))
+    return _NETWORKS[key]
 
 
 def check_memory(cfg: DictConfig, model: Any, shape: Any, sizes: tuple[int, int, int]) -> None:

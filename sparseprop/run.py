@@ -77,6 +77,9 @@ def meta_model(cfg: DictConfig, shape: data.DatasetShape) -> torch.nn.Module:
 
 def activations_per_example(model: torch.nn.Module, in_shape: tuple[int, ...]) -> int:
     """Values the forward pass of one example produces (every leaf module's output), found on the meta device."""
+    cached = getattr(model, "_activations_per_example", None)
+    if cached is not None and cached[0] == tuple(in_shape):
+        return cached[1]
     total = 0
 
     def count(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
@@ -92,6 +95,7 @@ def activations_per_example(model: torch.nn.Module, in_shape: tuple[int, ...]) -
     finally:
         for h in hooks:
             h.remove()
+    model._activations_per_example = (tuple(in_shape), total)
     return total
 
 
