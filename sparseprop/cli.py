@@ -80,7 +80,8 @@ def _parse(overrides: list[str]) -> list:
     try:
         return parser.parse_overrides(overrides)
     except OverrideParseException as exc:
-        raise SparsepropError(str(exc).strip().splitlines()[0]) from None
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip() and not ln.startswith("See ")]
+        raise SparsepropError(": ".join(lines[:2]) + "; overrides are key=value, group=option or +key=value") from None
 
 
 def is_group(key: str) -> bool:
@@ -165,6 +166,8 @@ def apply_override(cfg, o) -> None:
         raise SparsepropError(f"{o.input_line}: {key} already exists; set it with {o.input_line[1:]} "
                               f"(or +{o.input_line} to add or change it)")
     else:
+        if isinstance(current, bool) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ConfigError(key, value, "true or false")  # OmegaConf would read 2 as true
         OmegaConf.update(cfg, key, value, merge=True, force_add=o.is_add() or o.is_force_add())
 
 
@@ -217,6 +220,9 @@ def check(overrides: list[str], multirun: bool = True, config_name: str = "train
         # The config the sweep itself is set up from (Hydra's launcher, sweeper and the experiment's
         # own sweep parameters), composed once from the overrides that are not swept.
         master = _compose(compose, config_name, plain, hydra=True)
+        for key in ("hydra.run.dir", "hydra.sweep.dir"):
+            if not str(OmegaConf.select(master, key) or "").strip():
+                raise ConfigError(key, OmegaConf.select(master, key), "a directory path")
         if local is None:
             local = master.hydra.runtime.choices.get("hydra/launcher") in config.LOCAL_LAUNCHERS
         params = OmegaConf.select(master, "hydra.sweeper.params") if multirun else None

@@ -225,7 +225,7 @@ def validate(cfg: DictConfig, memory: bool = True) -> None:
     _positive_int(cfg, "train.shuffle_seed", minimum=run.GENERATOR_SEEDS[0], maximum=run.GENERATOR_SEEDS[1])
     _positive_int(cfg, "signal.every", minimum=0)
     _positive_int(cfg, "threads", minimum=0, maximum=4096)
-    for key in ("train.lr", "isometry.lr", "init.scale"):
+    for key in ("train.lr", "isometry.lr", "init.scale", "init.gain"):
         _positive_float(cfg, key)
     s = cfg.prune.sparsity
     if not (isinstance(s, (int, float)) and 0 <= s < 1):
@@ -239,9 +239,12 @@ def validate(cfg: DictConfig, memory: bool = True) -> None:
         _positive_int(cfg, "signal.examples")
     if not isinstance(cfg.signal.stages, (list, ListConfig)):
         raise ConfigError("signal.stages", cfg.signal.stages, "a list drawn from init, pruned, isometry, final")
-    for stage in cfg.signal.stages:
-        if stage not in ("init", "pruned", "isometry", "final"):
-            raise ConfigError("signal.stages", list(cfg.signal.stages), "a list drawn from init, pruned, isometry, final")
+    if not str(cfg.dataset.root).strip():
+        raise ConfigError("dataset.root", cfg.dataset.root, "a folder path (the data root)")
+    stages = list(cfg.signal.stages)
+    for stage in stages:
+        if stage not in ("init", "pruned", "isometry", "final") or stages.count(stage) > 1:
+            raise ConfigError("signal.stages", list(cfg.signal.stages), "a list drawn from init, pruned, isometry, final, each at most once")
     if cfg.prune.dataset is not None:
         _choice(cfg, "prune.dataset", data.DATASETS.names())
     train.check_schedule(cfg.train)
@@ -272,6 +275,12 @@ def check_sizes(cfg: DictConfig, memory: bool = True) -> None:
             raise ConfigError("dataset.val_fraction", cfg.dataset.val_fraction,
                               f"it leaves {n_train} training and {n_val} validation examples of dataset={name}'s "
                               f"{data.SHAPES[name].train:,}; each split needs at least 2 and 1")
+    if cfg.prune.dataset is not None:
+        a, b = data.SHAPES[cfg.dataset.name], data.SHAPES[cfg.prune.dataset]
+        if (a.in_shape, a.num_classes) != (b.in_shape, b.num_classes):
+            raise ConfigError("prune.dataset", cfg.prune.dataset,
+                              f"a dataset with inputs {a.in_shape} and {a.num_classes} classes like dataset={cfg.dataset.name}; "
+                              f"{cfg.prune.dataset} has {b.in_shape} and {b.num_classes}")
     n_train = sizes[cfg.dataset.name][0]
     where = f"the training split of dataset={cfg.dataset.name} holds {n_train:,} examples"
     if cfg.train.batch_size > n_train:
