@@ -336,7 +336,7 @@ def check_args(args: list[str]) -> list[str]:
     flags, overrides, given = parse_train_args(args)
     # Hydra's parser wants the overrides in one run, so the flags go first wherever they were typed.
     ordered = [*given, *overrides]
-    if any(f in flags for f in ("--help", "--hydra-help", "--version", "--info", "--shell-completion")):
+    if any(f in flags for f in ("--help", "--hydra-help", "--version", "--info", "--shell-completion", "--experimental-rerun")):
         return ordered
     multirun = "--multirun" in flags
     if not multirun:
@@ -397,6 +397,13 @@ def main(argv: list[str] | None = None) -> None:
         getattr(importlib.import_module(module), func)(rest)
     except SparsepropError as exc:
         fail(str(exc))
+    except BrokenPipeError:
+        # The reader of our output went away (`sparseprop train --help | head`): stop quietly, and keep
+        # Python from complaining again when it flushes stdout at exit.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except Terminated:
         print("sparseprop: terminated (SIGTERM); run the same command again to resume", file=sys.stderr)
         sys.exit(143)
