@@ -242,7 +242,7 @@ def test_sigterm_ends_with_one_line_and_143_and_the_run_resumes(tmp_path):
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         deadline = time.time() + 120
-        while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        while not (out / "summary.json").exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         assert proc.poll() is None, "the run ended before it could be terminated"
         proc.send_signal(signal.SIGTERM)
@@ -253,8 +253,10 @@ def test_sigterm_ends_with_one_line_and_143_and_the_run_resumes(tmp_path):
     lines = err.strip().splitlines()
     assert proc.returncode == 143 and len(lines) == 1 and lines[0].startswith("sparseprop: terminated"), err[-2000:]
     assert not (out / "COMPLETE").exists()
-    step = records.read_json(out / "summary.json")["step"]
-    assert 0 < step < 5000  # the records written before the signal are whole
+    # The records written before the signal are whole: they load, and the rerun resumes from the checkpoint.
+    assert records.read_json(out / "summary.json")["status"] == "running"
+    step = torch.load(out / "checkpoint.pt", weights_only=False)["train_state"]["step"]
+    assert 0 < step < 5000
     res = run_cli(*args)
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"resuming from step {step}" in (out / "train.log").read_text()
