@@ -234,6 +234,10 @@ def validate(cfg: DictConfig, memory: bool = True) -> None:
         raise ConfigError("train.l2", cfg.train.l2, "a finite number >= 0")
     if not 0 <= cfg.train.momentum < 1:
         raise ConfigError("train.momentum", cfg.train.momentum, "a number in [0, 1)")
+    if cfg.train.nesterov and cfg.train.optimizer != "momentum":
+        raise ConfigError("train.nesterov", True, "false unless train.optimizer=momentum (plain SGD has no momentum)")
+    if cfg.train.nesterov and cfg.train.momentum == 0:
+        raise ConfigError("train.momentum", cfg.train.momentum, "a number in (0, 1) with train.nesterov=true")
     pruning._parse_batches(cfg.prune.batches)
     if cfg.signal.examples != "all":
         _positive_int(cfg, "signal.examples")

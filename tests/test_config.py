@@ -200,6 +200,8 @@ MORE_BAD = [
     (["~nope"], "nope"),
     (["+seed=1"], "seed"),
     (["nope"], "nope"),
+    (["train.optimizer=momentum", "train.nesterov=true", "train.momentum=0"], "train.momentum"),
+    (["train.nesterov=true"], "train.nesterov"),
 ]
 
 
