@@ -213,6 +213,9 @@ def check(overrides: list[str], multirun: bool = True, config_name: str = "train
 
     t0 = time.time()
     axes = sweep_axes(overrides)
+    for key, opts in axes.items():
+        if len(opts) > 1 and key.lstrip("+~").startswith("hydra"):
+            raise SparsepropError(f"{key}: Hydra's own settings cannot be swept; give one value")
     plain = [opts[0].input_line for opts in axes.values() if len(opts) == 1]
     seen_data: set[tuple[str, str, bool]] = set()
     jobs = 0
@@ -311,6 +314,9 @@ def parse_train_args(args: list[str]) -> tuple[dict[str, str | None], list[str],
         if takes and not value:
             raise SparsepropError(f"option {name} needs a non-empty value")
         flags[name] = value
+    for flag, needs in (("--resolve", ("--cfg", "--help")), ("--package", ("--cfg",))):
+        if flag in flags and not any(f in flags for f in needs):
+            raise SparsepropError(f"option {flag} only works with {' or '.join(needs)} (to show a config)")
     modes = [f for f in ("--run", "--multirun", "--cfg", "--info", "--shell-completion") if f in flags]
     if len(modes) > 1:
         raise SparsepropError(f"{' and '.join(modes)} cannot be used together: --cfg and --info show one job's "
