@@ -76,10 +76,18 @@ def meta_model(cfg: DictConfig, shape: data.DatasetShape) -> torch.nn.Module:
 
 
 def activations_per_example(model: torch.nn.Module, in_shape: tuple[int, ...]) -> int:
-    """Values the forward pass of one example produces (every leaf module's output), found on the meta device."""
-    cached = getattr(model, "_activations_per_example", None)
-    if cached is not None and cached[0] == tuple(in_shape):
-        return cached[1]
+    """Values the forward pass of one example produces: every layer's output and every activation's."""
+    if isinstance(model, models.MLP):
+        # Each layer's pre-activation, and the activation of each hidden layer (the last gives logits).
+        return sum(layer.out_features for layer in model.layers) + sum(l.out_features for l in model.layers[:-1])
+    return traced_activations(model, in_shape)
+
+
+def traced_activations(model: torch.nn.Module, in_shape: tuple[int, ...]) -> int:
+    """activations_per_example for any network: a forward pass on the meta device counting every leaf's output.
+
+    The first meta forward pass imports torch's decompositions (about a second), so MLPs are counted directly.
+    """
     total = 0
 
     def count(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
@@ -95,7 +103,6 @@ def activations_per_example(model: torch.nn.Module, in_shape: tuple[int, ...]) -
     finally:
         for h in hooks:
             h.remove()
-    model._activations_per_example = (tuple(in_shape), total)
     return total
 
 

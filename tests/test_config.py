@@ -281,6 +281,7 @@ def test_memory_estimate_counts_the_network_in_closed_form():
     assert sum(p.numel() for p in model.parameters()) == params
     # every Linear output and every activation output of one example: 3 hidden layers of 50 (twice) + 10 logits
     assert run.activations_per_example(model, shape.in_shape) == 2 * 3 * 50 + 10
+    assert run.traced_activations(model, shape.in_shape) == 2 * 3 * 50 + 10  # the general count agrees
     est = run.memory_estimate(cfg, model, shape, data.split_sizes("mnist", 0.1))
     assert est["model"] == 4 * 6 * params and est["data"] == 4 * 2 * 70_000 * 784
 
