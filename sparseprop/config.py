@@ -239,8 +239,9 @@ def validate(cfg: DictConfig, memory: bool = True) -> None:
     if cfg.train.nesterov and cfg.train.momentum == 0:
         raise ConfigError("train.momentum", cfg.train.momentum, "a number in (0, 1) with train.nesterov=true")
     pruning._parse_batches(cfg.prune.batches)
-    if cfg.signal.examples != "all":
-        _positive_int(cfg, "signal.examples")
+    ex = cfg.signal.examples
+    if ex != "all" and (isinstance(ex, bool) or not isinstance(ex, int) or ex < 1):
+        raise ConfigError("signal.examples", ex, "all or an integer >= 1")
     if not isinstance(cfg.signal.stages, (list, ListConfig)):
         raise ConfigError("signal.stages", cfg.signal.stages, "a list drawn from init, pruned, isometry, final")
     if not str(cfg.dataset.root).strip():
