@@ -202,6 +202,7 @@ MORE_BAD = [
     (["nope"], "nope"),
     (["train.optimizer=momentum", "train.nesterov=true", "train.momentum=0"], "train.momentum"),
     (["train.nesterov=true"], "train.nesterov"),
+    (["hydra.job.chdir=true,false"], "hydra.job.chdir"),
 ]
 
 
