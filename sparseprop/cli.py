@@ -187,13 +187,16 @@ def _compose(compose, config_name: str, overrides: list[str], hydra: bool = Fals
         raise SparsepropError(_one_line(exc)) from None
 
 
-def _show_progress(done: int, total: int, t0: float, final: bool = False) -> None:
-    """A progress line on a terminal once checking has taken a few seconds."""
+def _show_progress(done: int, total: int, t0: float, final: bool = False, failed: bool = False) -> None:
+    """A progress line on a terminal once checking has taken a few seconds (wiped if a job is refused)."""
     import time
 
     if sys.stderr.isatty() and time.time() - t0 > 3:
-        end = "\n" if final else ""
-        print(f"\rsparseprop: checked {done}/{total} jobs", end=end, file=sys.stderr, flush=True)
+        line = f"sparseprop: checked {done}/{total} jobs"
+        if failed:
+            print("\r" + " " * len(line) + "\r", end="", file=sys.stderr, flush=True)
+        else:
+            print("\r" + line, end="\n" if final else "", file=sys.stderr, flush=True)
 
 
 def check(overrides: list[str], multirun: bool = True, config_name: str = "train", local: bool | None = None) -> int:
@@ -249,8 +252,10 @@ def check(overrides: list[str], multirun: bool = True, config_name: str = "train
                         apply_override(cfg, o)
                     config.validate(cfg, memory=local)
                 except SparsepropError:
+                    _show_progress(jobs, total, t0, failed=True)
                     raise
                 except Exception as exc:  # noqa: BLE001 - OmegaConf errors (types, interpolations) become one line
+                    _show_progress(jobs, total, t0, failed=True)
                     raise SparsepropError(_one_line(exc)) from None
                 for name in {cfg.dataset.name, cfg.prune.dataset or cfg.dataset.name}:
                     key = (name, str(cfg.dataset.root), bool(cfg.dataset.download))
