@@ -76,6 +76,9 @@ def _parse(overrides: list[str]) -> list:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
+    for o in overrides:
+        if not o.strip():
+            raise SparsepropError(f"{o!r} is an empty argument, not an override; overrides are key=value, group=option or +key=value")
     parser = OverridesParser.create()
     try:
         return parser.parse_overrides(overrides)

@@ -203,6 +203,7 @@ MORE_BAD = [
     (["train.optimizer=momentum", "train.nesterov=true", "train.momentum=0"], "train.momentum"),
     (["train.nesterov=true"], "train.nesterov"),
     (["hydra.job.chdir=true,false"], "hydra.job.chdir"),
+    ([" "], "empty argument"),
 ]
 
 
