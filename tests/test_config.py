@@ -350,3 +350,15 @@ def test_applied_value_overrides_equal_hydras_composition(overrides):
     for o in cli._parse(values):
         cli.apply_override(cfg, o)
     assert OmegaConf.to_container(cfg) == OmegaConf.to_container(_compose(overrides))
+
+
+def test_memory_is_checked_up_front_only_for_jobs_run_here(monkeypatch):
+    from sparseprop import run
+
+    monkeypatch.setattr(run, "available_memory", lambda device: 2**30)
+    big = ["dataset=digits", "arch.width=20000"]
+    with pytest.raises(SparsepropError, match="GiB"):
+        cli.check(big)
+    cli.check([*big, "hydra/launcher=slurm"])  # checked by each job where it runs
+    with pytest.raises(SparsepropError, match="GiB"):  # ... which validates again when it starts
+        config.validate(_compose(big))
