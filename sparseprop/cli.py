@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import sys
 from pathlib import Path
@@ -23,7 +24,6 @@ commands:
 _VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
                 "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"}
 _NO_CHECK_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--version", "--shell-completion", "-sc"}
-MAX_COMBINATIONS = 512
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -71,36 +71,70 @@ def _one_line(exc: BaseException) -> str:
     return "; ".join(lines[:2]) if lines else type(exc).__name__
 
 
-def expand(overrides: list[str]) -> list[list[str]]:
-    """The single-run override lists a sweep stands for (one value varied at a time when there are too many)."""
+def _parse(overrides: list[str]) -> list:
+    """Hydra's own parse of the overrides; a syntax error becomes one line."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
+    for o in overrides:
+        if not o.strip():
+            raise SparsepropError(f"{o!r} is an empty argument, not an override; overrides are key=value, group=option or +key=value")
+    parser = OverridesParser.create()
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        return parser.parse_overrides(overrides)
     except OverrideParseException as exc:
-        raise SparsepropError(str(exc).strip().splitlines()[0]) from None
-    prefix = {"ADD": "+", "FORCE_ADD": "++", "DEL": "~", "CHANGE": ""}
-    options: list[list[str]] = []
-    for o in parsed:
-        if o.key_or_group.startswith("hydra"):
-            continue
-        head = f"{prefix[o.type.name]}{o.key_or_group}"
-        if o.is_sweep_override():
-            try:
-                values = list(o.sweep_string_iterator())
-            except Exception:  # noqa: BLE001 - e.g. glob sweeps: Hydra resolves and checks those itself
-                continue
-            options.append([f"{head}={v}" for v in values])
-        else:
-            options.append([o.input_line])
-    total = 1
-    for opt in options:
-        total *= len(opt)
-    if total <= MAX_COMBINATIONS:
-        return [list(c) for c in itertools.product(*options)]
-    firsts = [opt[0] for opt in options]
-    return [firsts[:i] + [v] + firsts[i + 1:] for i, opt in enumerate(options) for v in opt]
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip() and not ln.startswith("See ")]
+        raise SparsepropError(": ".join(lines[:2]) + "; overrides are key=value, group=option or +key=value") from None
+
+
+def is_group(key: str) -> bool:
+    """Whether an override's key chooses a config group (``init``, ``hydra/launcher``) rather than sets a value."""
+    from sparseprop.config import CONF_DIR
+
+    return "/" in key or ("." not in key and (CONF_DIR / key).is_dir())
+
+
+_PREFIX = {"ADD": "+", "FORCE_ADD": "++", "DEL": "~", "CHANGE": ""}
+
+
+def _options(o) -> list:
+    """The single-value overrides one parsed override stands for: itself, or one per value of its sweep."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
+
+    if not o.is_sweep_override():
+        return [o]
+    head = f"{_PREFIX[o.type.name]}{o.key_or_group}"
+    if isinstance(o.value(), Glob):
+        if not is_group(o.key_or_group):
+            raise SparsepropError(f"{o.input_line}: glob() chooses config group options; {o.key_or_group} is not a group")
+        names = group_options(o.key_or_group)
+        values = o.value().filter(names)
+        if not values:
+            raise SparsepropError(f"{o.input_line} matches no option of {o.key_or_group}; its options are {', '.join(names)}")
+    elif o.is_discrete_sweep():
+        values = list(o.sweep_string_iterator())
+        if not values:
+            raise SparsepropError(f"{o.input_line} sweeps over no value")
+    else:
+        raise SparsepropError(f"{o.input_line}: {o.value_type.name.lower()} sweeps need an optimising sweeper; "
+                              "list the values (a,b,c) or use range(start,stop,step)")
+    parser = OverridesParser.create()
+    return [parser.parse_override(f"{head}={v}") for v in values]
+
+
+def sweep_axes(overrides: list[str]) -> dict[str, list]:
+    """Key -> its single-value overrides, in first-mention order; a later mention of a key replaces an earlier one."""
+    axes: dict[str, list] = {}
+    for o in _parse(overrides):
+        axes[o.get_key_element()] = _options(o)
+    return axes
+
+
+def expand(overrides: list[str]) -> list[list[str]]:
+    """The single-run override lists a sweep stands for (Hydra's basic sweeper: the product of all values)."""
+    axes = [[o.input_line for o in opts] for key, opts in sweep_axes(overrides).items() if not key.lstrip("+~").startswith("hydra")]
+    return [list(c) for c in itertools.product(*axes)]
 
 
 def group_options(group: str) -> list[str]:
@@ -110,46 +144,235 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def check(overrides: list[str]) -> None:
-    """Compose and validate every run the overrides stand for; raise SparsepropError on the first bad one."""
+def apply_override(cfg, o) -> None:
+    """Apply one value override to a composed config in place, as Hydra does after composing its defaults.
+
+    ``key=v`` changes an existing key (the schema checks its type), ``+key=v`` adds a new one,
+    ``++key=v`` adds or changes, ``~key`` (or ``~key=v`` when it holds v) deletes.
+    """
+    from omegaconf import OmegaConf, open_dict
+
+    key, value = o.key_or_group, o.value()
+    current = OmegaConf.select(cfg, key, throw_on_missing=False)
+    if o.package is not None:
+        raise SparsepropError(f"{o.input_line}: a package (@...) is only allowed on config groups")
+    if o.is_delete():
+        if current is None:
+            raise SparsepropError(f"{o.input_line}: there is no {key} to delete")
+        if value is not None and value != current:
+            raise SparsepropError(f"{o.input_line}: {key} is {current!r}, not {value!r}")
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        with open_dict(node):
+            del node[leaf]
+    elif o.is_add() and current is not None and not isinstance(value, (dict, list)):
+        raise SparsepropError(f"{o.input_line}: {key} already exists; set it with {o.input_line[1:]} "
+                              f"(or +{o.input_line} to add or change it)")
+    else:
+        if isinstance(current, bool) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ConfigError(key, value, "true or false")  # OmegaConf would read 2 as true
+        OmegaConf.update(cfg, key, value, merge=True, force_add=o.is_add() or o.is_force_add())
+
+
+def _compose(compose, config_name: str, overrides: list[str], hydra: bool = False):
+    """Hydra's composition, any failure as one line."""
+    from hydra.errors import MissingConfigException
+
+    try:
+        return compose(config_name=config_name, overrides=overrides, return_hydra_config=hydra)
+    except MissingConfigException as exc:
+        missing = getattr(exc, "missing_cfg_file", None) or ""
+        group, _, name = missing.rpartition("/")
+        if getattr(exc, "options", None) and group:
+            raise SparsepropError(f"{group}={name!r} is not valid: choose one of {', '.join(exc.options)}") from None
+        raise SparsepropError(_one_line(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - Hydra/OmegaConf errors become one line
+        raise SparsepropError(_one_line(exc)) from None
+
+
+def _show_progress(done: int, total: int, t0: float, final: bool = False, failed: bool = False) -> None:
+    """A progress line on a terminal once checking has taken a few seconds (wiped if a job is refused)."""
+    import time
+
+    if sys.stderr.isatty() and time.time() - t0 > 3:
+        line = f"sparseprop: checked {done}/{total} jobs"
+        if failed:
+            print("\r" + " " * len(line) + "\r", end="", file=sys.stderr, flush=True)
+        else:
+            print("\r" + line, end="\n" if final else "", file=sys.stderr, flush=True)
+
+
+def check(overrides: list[str], multirun: bool = True, config_name: str = "train", local: bool | None = None) -> int:
+    """Compose and validate every run the overrides stand for; raise SparsepropError on the first bad one.
+
+    Composition (Hydra's defaults list) happens once per distinct choice of config groups; the
+    value overrides of each job are then applied to a copy of that composition with Hydra's
+    semantics, and the result validated. Returns the number of jobs checked.
+    """
+    import copy
+    import time
+
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from sparseprop import config, data
 
+    t0 = time.time()
+    axes = sweep_axes(overrides)
+    for key, opts in axes.items():
+        if len(opts) > 1 and key.lstrip("+~").startswith("hydra"):
+            raise SparsepropError(f"{key}: Hydra's own settings cannot be swept; give one value")
+    plain = [opts[0].input_line for opts in axes.values() if len(opts) == 1]
     seen_data: set[tuple[str, str, bool]] = set()
+    jobs = 0
     with initialize_config_dir(config_dir=str(config.CONF_DIR), version_base="1.3", job_name="check"):
-        for combo in expand(overrides):
-            for ov in combo:
-                key, _, value = ov.lstrip("+~").partition("=")
-                if key in (*config.GROUPS, "experiment") and value not in group_options(key) and value != "null":
+        # The config the sweep itself is set up from (Hydra's launcher, sweeper and the experiment's
+        # own sweep parameters), composed once from the overrides that are not swept.
+        master = _compose(compose, config_name, plain, hydra=True)
+        for key in ("hydra.run.dir", "hydra.sweep.dir"):
+            if not str(OmegaConf.select(master, key) or "").strip():
+                raise ConfigError(key, OmegaConf.select(master, key), "a directory path")
+        if local is None:
+            local = master.hydra.runtime.choices.get("hydra/launcher") in config.LOCAL_LAUNCHERS
+        params = OmegaConf.select(master, "hydra.sweeper.params") if multirun else None
+        if params:
+            axes = {**sweep_axes([f"{k}={v}" for k, v in params.items()]), **axes}
+        for key in [k for k in axes if k.lstrip("+~").startswith("hydra")]:
+            del axes[key]
+        groups = [opts for key, opts in axes.items() if is_group(key.lstrip("+~").partition("@")[0])]
+        values = [opts for key, opts in axes.items() if not is_group(key.lstrip("+~").partition("@")[0])]
+        total = math.prod(len(g) for g in groups) * math.prod(len(v) for v in values)
+        for combo in itertools.product(*groups):
+            for o in combo:
+                key, value = o.key_or_group, o.value()
+                if key in (*config.GROUPS, "experiment") and value not in group_options(key) and value is not None:
                     raise ConfigError(key, value, f"choose one of {', '.join(group_options(key))}")
-            try:
-                cfg = compose(config_name="train", overrides=combo)
-                OmegaConf.to_container(cfg, resolve=True)
-            except SparsepropError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - Hydra/OmegaConf errors become one line
-                raise SparsepropError(_one_line(exc)) from None
-            config.validate(cfg)
-            for name in {cfg.dataset.name, cfg.prune.dataset or cfg.dataset.name}:
-                key = (name, str(cfg.dataset.root), bool(cfg.dataset.download))
-                if key not in seen_data:
-                    seen_data.add(key)
-                    data.check_available(*key)
+            base = _compose(compose, config_name, [o.input_line for o in combo])
+            for job in itertools.product(*values):
+                cfg = copy.deepcopy(base)
+                try:
+                    for o in job:
+                        apply_override(cfg, o)
+                    config.validate(cfg, memory=local)
+                except SparsepropError:
+                    _show_progress(jobs, total, t0, failed=True)
+                    raise
+                except Exception as exc:  # noqa: BLE001 - OmegaConf errors (types, interpolations) become one line
+                    _show_progress(jobs, total, t0, failed=True)
+                    raise SparsepropError(_one_line(exc)) from None
+                for name in {cfg.dataset.name, cfg.prune.dataset or cfg.dataset.name}:
+                    key = (name, str(cfg.dataset.root), bool(cfg.dataset.download))
+                    if key not in seen_data:
+                        seen_data.add(key)
+                        data.check_available(*key)
+                jobs += 1
+                if jobs % 50 == 0:
+                    _show_progress(jobs, total, t0)
+    _show_progress(jobs, total, t0, final=True)
+    return jobs
+
+
+# Hydra's flags of `sparseprop train`: name -> (other spelling, takes a value, allowed values or None).
+# A value of None for "takes a value" means an optional value (--info).
+_FLAGS: dict[str, tuple[str, bool | None, tuple[str, ...] | None]] = {
+    "--help": ("-h", False, None), "--hydra-help": ("", False, None), "--version": ("", False, None),
+    "--cfg": ("-c", True, ("job", "hydra", "all")), "--resolve": ("", False, None), "--package": ("-p", True, None),
+    "--run": ("-r", False, None), "--multirun": ("-m", False, None), "--shell-completion": ("-sc", False, None),
+    "--config-path": ("-cp", True, None), "--config-name": ("-cn", True, None), "--config-dir": ("-cd", True, None),
+    "--experimental-rerun": ("", True, None),
+    "--info": ("-i", None, ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")),
+}
+_SHORT = {short: long for long, (short, _, _) in _FLAGS.items() if short}
+
+
+def parse_train_args(args: list[str]) -> tuple[dict[str, str | None], list[str], list[str]]:
+    """(flags by long name, overrides, flag arguments as given) of `sparseprop train`; bad flags are an error."""
+    flags: dict[str, str | None] = {}
+    overrides: list[str] = []
+    given: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        i += 1
+        if not a.startswith("-"):
+            overrides.append(a)
+            continue
+        given.append(a)
+        name, eq, value = a.partition("=")
+        name = _SHORT.get(name, name)
+        if name not in _FLAGS:
+            raise SparsepropError(f"unknown option {a!r}; `sparseprop train --help` lists the options")
+        _, takes, allowed = _FLAGS[name]
+        if takes is False:
+            if eq:
+                raise SparsepropError(f"option {name} takes no value (got {a!r})")
+            flags[name] = None
+            continue
+        if not eq:
+            if i < len(args) and not args[i].startswith("-") and (takes or args[i] in (allowed or ())):
+                value = args[i]
+                given.append(value)
+                i += 1
+            elif takes:
+                raise SparsepropError(f"option {name} needs a value" + (f": one of {', '.join(allowed)}" if allowed else ""))
+            else:
+                value = (allowed or ("",))[0]
+        if allowed and value not in allowed:
+            raise SparsepropError(f"{name}={value!r} is not valid: choose one of {', '.join(allowed)}")
+        if takes and not value:
+            raise SparsepropError(f"option {name} needs a non-empty value")
+        flags[name] = value
+    for flag, needs in (("--resolve", ("--cfg", "--help")), ("--package", ("--cfg",))):
+        if flag in flags and not any(f in flags for f in needs):
+            raise SparsepropError(f"option {flag} only works with {' or '.join(needs)} (to show a config)")
+    modes = [f for f in ("--run", "--multirun", "--cfg", "--info", "--shell-completion") if f in flags]
+    if len(modes) > 1:
+        raise SparsepropError(f"{' and '.join(modes)} cannot be used together: --cfg and --info show one job's "
+                              "config, -m runs a sweep; drop one of them")
+    return flags, overrides, given
+
+
+def _config_name(flags: dict[str, str | None]) -> str:
+    """The primary config's name; an error unless conf/ (or the --config-dir / --config-path given) has it."""
+    from sparseprop.config import CONF_DIR
+
+    name = flags.get("--config-name") or "train"
+    stem = name[:-5] if name.endswith(".yaml") else name
+    dirs = [CONF_DIR] + [Path(d) for d in (flags.get("--config-dir"), flags.get("--config-path")) if d]
+    if not any((d / f"{stem}.yaml").is_file() for d in dirs):
+        known = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
+        raise SparsepropError(f"--config-name={name!r} is not valid: choose one of {', '.join(known)}")
+    return stem
+
+
+def check_args(args: list[str]) -> list[str]:
+    """Check `sparseprop train`'s arguments and every job they stand for; return them in the order Hydra reads."""
+    flags, overrides, given = parse_train_args(args)
+    # Hydra's parser wants the overrides in one run, so the flags go first wherever they were typed.
+    ordered = [*given, *overrides]
+    if any(f in flags for f in ("--help", "--hydra-help", "--version", "--info", "--shell-completion", "--experimental-rerun")):
+        return ordered
+    multirun = "--multirun" in flags
+    if not multirun:
+        for o in _parse(overrides):
+            if o.is_sweep_override():
+                raise SparsepropError(f"{o.input_line} is a sweep: add -m to run one job per value "
+                                      f"(or write {o.key_or_group}=[...] if you mean a list)")
+    if _config_name(flags) != "train" or "--config-path" in flags or "--config-dir" in flags:
+        return ordered  # another primary config: Hydra composes and checks it itself
+    check(overrides, multirun=multirun)
+    return ordered
 
 
 def train_command(args: list[str]) -> None:
     """`sparseprop train`: validate everything, then run Hydra's app (single run or sweep)."""
-    overrides, _multirun, skip = split_args(args)
-    if not skip:
-        try:
-            check(overrides)
-        except SparsepropError as exc:
-            fail(str(exc))
+    try:
+        ordered = check_args(args)
+    except SparsepropError as exc:
+        fail(str(exc))
     from sparseprop import app
 
-    sys.argv = ["sparseprop-train", *args]
+    sys.argv = ["sparseprop-train", *ordered]
     app.main()
 
 
@@ -162,10 +385,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds as from Ctrl-C: files being written stay whole."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `sparseprop` console script."""
     import importlib
+    import signal
 
+    signal.signal(signal.SIGTERM, _on_sigterm)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -178,6 +411,16 @@ def main(argv: list[str] | None = None) -> None:
         getattr(importlib.import_module(module), func)(rest)
     except SparsepropError as exc:
         fail(str(exc))
+    except BrokenPipeError:
+        # The reader of our output went away (`sparseprop train --help | head`): stop quietly, and keep
+        # Python from complaining again when it flushes stdout at exit.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
+    except Terminated:
+        print("sparseprop: terminated (SIGTERM); run the same command again to resume", file=sys.stderr)
+        sys.exit(143)
     except KeyboardInterrupt:
         print("sparseprop: interrupted", file=sys.stderr)
         sys.exit(130)

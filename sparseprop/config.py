@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from sparseprop.errors import ConfigError
+from sparseprop.errors import ConfigError, SparsepropError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("dataset", "arch", "activation", "init", "prune", "isometry")
+# Launchers that run the jobs on this machine: only for them can the memory here be checked up front.
+LOCAL_LAUNCHERS = ("basic", "joblib", "submitit_local")
+# Bounds beyond any plausible budget: 10 million steps is 1,000 times the paper's training length.
+MAX_STEPS = 10_000_000
+MAX_DEPTH = 10_000
 
 
 @dataclass
@@ -118,10 +124,25 @@ def register_schema() -> None:
 register_schema()
 
 
-def _positive_int(cfg: DictConfig, key: str, minimum: int = 1) -> None:
+def _positive_int(cfg: DictConfig, key: str, minimum: int = 1, maximum: int | None = None) -> None:
     value = OmegaConf.select(cfg, key)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(key, value, f"an integer >= {minimum}")
+        raise ConfigError(key, value, f"an integer >= {minimum:,}" if maximum is None else f"an integer in [{minimum:,}, {maximum:,}]")
+    if maximum is not None and value > maximum:
+        raise ConfigError(key, value, f"an integer in [{minimum:,}, {maximum:,}]")
+
+
+def _non_finite(node: Any, prefix: str = "") -> tuple[str, Any] | None:
+    """The first (key, value) of ``node`` holding a NaN or infinite number, if any."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    for k, v in items:
+        key = f"{prefix}{k}" if isinstance(node, dict) else f"{prefix.rstrip('.')}[{k}]"
+        if isinstance(v, float) and not math.isfinite(v):
+            return key, v
+        found = _non_finite(v, f"{key}.") if isinstance(v, (dict, list)) else None
+        if found:
+            return found
+    return None
 
 
 def _positive_float(cfg: DictConfig, key: str) -> None:
@@ -136,28 +157,41 @@ def _choice(cfg: DictConfig, key: str, allowed: list[str] | tuple[str, ...]) -> 
         raise ConfigError(key, value, f"choose one of {', '.join(allowed)}")
 
 
-def unknown_keys(cfg: DictConfig) -> list[str]:
+@functools.lru_cache(maxsize=1)
+def _schema() -> dict[str, Any]:
+    """The schema's keys as plain nested dicts, made once: every job of a sweep is compared with it."""
+    return OmegaConf.to_container(OmegaConf.structured(Config))
+
+
+def unknown_keys(cfg: DictConfig | dict) -> list[str]:
     """Dotted keys of ``cfg`` that the schema does not know (added with ``+key=...``)."""
-    schema = OmegaConf.structured(Config)
     found = []
 
-    def walk(node: Any, ref: Any, prefix: str) -> None:
-        for key in node:
+    def walk(node: dict, ref: dict, prefix: str) -> None:
+        for key, value in node.items():
             if key == "hydra":
                 continue
             if key not in ref:
                 found.append(prefix + str(key))
-            elif OmegaConf.is_dict(node[key]) and OmegaConf.is_dict(ref[key]):
-                walk(node[key], ref[key], f"{prefix}{key}.")
+            elif isinstance(value, dict) and isinstance(ref[key], dict):
+                walk(value, ref[key], f"{prefix}{key}.")
 
-    walk(cfg, schema, "")
+    walk(cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg), _schema(), "")
     return found
 
 
-def validate(cfg: DictConfig) -> None:
-    """Range and name checks of a composed config; raises ConfigError naming key, value and what is allowed."""
-    for key in unknown_keys(cfg):
+def validate(cfg: DictConfig, memory: bool = True) -> None:
+    """Range and name checks of a composed config; raises ConfigError naming key, value and what is allowed.
+
+    With ``memory``, also refuses a run that would not fit in the memory available here.
+    """
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    for key in unknown_keys(plain):
         raise ConfigError(key, OmegaConf.select(cfg, key), "unknown key; `sparseprop train --cfg job` lists every key")
+    bad = _non_finite(plain)
+    if bad:
+        raise ConfigError(bad[0], bad[1], "a finite number")
     # Imports are local so that `sparseprop --help` and config checks stay light.
     from sparseprop import data, inits, isometry, models, pruning, train
 
@@ -176,14 +210,24 @@ def validate(cfg: DictConfig) -> None:
     if not 0 < cfg.dataset.val_fraction < 1:
         raise ConfigError("dataset.val_fraction", cfg.dataset.val_fraction, "a number in (0, 1)")
     # iterations=0 is a prune-only run (masks and spectra, no training), as the paper's mask figures need.
-    _positive_int(cfg, "train.iterations", minimum=0)
-    for key in ("arch.depth", "arch.width", "prune.batch_size", "train.batch_size",
+    _positive_int(cfg, "train.iterations", minimum=0, maximum=MAX_STEPS)
+    _positive_int(cfg, "isometry.steps", maximum=MAX_STEPS)
+    if "depth" in cfg.arch:
+        _positive_int(cfg, "arch.depth", maximum=MAX_DEPTH)
+    for key in ("arch.width", "prune.batch_size", "train.batch_size",
                 "train.eval_interval", "train.checkpoint_interval", "train.log_interval", "train.best_of_last",
-                "isometry.steps", "signal.layer_examples"):
+                "signal.layer_examples"):
         _positive_int(cfg, key)
+    from sparseprop import run
+
+    lo, hi = run.seed_range()
+    _positive_int(cfg, "seed", minimum=lo, maximum=hi)
+    # hold_out seeds with split_seed (digits also with split_seed + 1), the batch order with shuffle_seed.
+    _positive_int(cfg, "dataset.split_seed", minimum=run.GENERATOR_SEEDS[0], maximum=run.GENERATOR_SEEDS[1] - 1)
+    _positive_int(cfg, "train.shuffle_seed", minimum=run.GENERATOR_SEEDS[0], maximum=run.GENERATOR_SEEDS[1])
     _positive_int(cfg, "signal.every", minimum=0)
-    _positive_int(cfg, "threads", minimum=0)
-    for key in ("train.lr", "isometry.lr", "init.scale"):
+    _positive_int(cfg, "threads", minimum=0, maximum=4096)
+    for key in ("train.lr", "isometry.lr", "init.scale", "init.gain"):
         _positive_float(cfg, key)
     s = cfg.prune.sparsity
     if not (isinstance(s, (int, float)) and 0 <= s < 1):
@@ -192,19 +236,132 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("train.l2", cfg.train.l2, "a finite number >= 0")
     if not 0 <= cfg.train.momentum < 1:
         raise ConfigError("train.momentum", cfg.train.momentum, "a number in [0, 1)")
+    if cfg.train.nesterov and cfg.train.optimizer != "momentum":
+        raise ConfigError("train.nesterov", True, "false unless train.optimizer=momentum (plain SGD has no momentum)")
+    if cfg.train.nesterov and cfg.train.momentum == 0:
+        raise ConfigError("train.momentum", cfg.train.momentum, "a number in (0, 1) with train.nesterov=true")
     pruning._parse_batches(cfg.prune.batches)
-    if cfg.signal.examples != "all":
-        _positive_int(cfg, "signal.examples")
-    for stage in cfg.signal.stages:
-        if stage not in ("init", "pruned", "isometry", "final"):
-            raise ConfigError("signal.stages", list(cfg.signal.stages), "a list drawn from init, pruned, isometry, final")
+    ex = cfg.signal.examples
+    if ex != "all" and (isinstance(ex, bool) or not isinstance(ex, int) or ex < 1):
+        raise ConfigError("signal.examples", ex, "all or an integer >= 1")
+    if not isinstance(cfg.signal.stages, (list, ListConfig)):
+        raise ConfigError("signal.stages", cfg.signal.stages, "a list drawn from init, pruned, isometry, final")
+    if not str(cfg.dataset.root).strip():
+        raise ConfigError("dataset.root", cfg.dataset.root, "a folder path (the data root)")
+    stages = list(cfg.signal.stages)
+    for stage in stages:
+        if stage not in ("init", "pruned", "isometry", "final") or stages.count(stage) > 1:
+            raise ConfigError("signal.stages", list(cfg.signal.stages), "a list drawn from init, pruned, isometry, final, each at most once")
     if cfg.prune.dataset is not None:
         _choice(cfg, "prune.dataset", data.DATASETS.names())
     train.check_schedule(cfg.train)
-    if cfg.progress not in ("auto", True, False):
+    if cfg.progress not in ("auto", True, False) or cfg.progress in (0, 1) and not isinstance(cfg.progress, bool):
         raise ConfigError("progress", cfg.progress, "auto, true or false")
     if cfg.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError("device", "cuda", "no CUDA device is visible here; use device=cpu or device=auto")
+    check_sizes(cfg, memory)
+
+
+def check_sizes(cfg: DictConfig, memory: bool = True) -> None:
+    """Checks that need the dataset's declared size and the network's shape, neither built nor loaded.
+
+    Every split must hold an example, the batches and signal examples must fit the training
+    split, pruning must keep at least one weight, and (with ``memory``) the run must fit here.
+    """
+    from sparseprop import data, pruning, run
+
+    names = {cfg.dataset.name, cfg.prune.dataset or cfg.dataset.name}
+    if any(n not in data.SHAPES for n in names):
+        return  # a dataset that declares no shape is checked when it is loaded
+    sizes = {n: data.split_sizes(n, cfg.dataset.val_fraction) for n in names}
+    for name, (n_train, n_val, _) in sizes.items():
+        if n_train < 2 or n_val < 1:
+            raise ConfigError("dataset.val_fraction", cfg.dataset.val_fraction,
+                              f"it leaves {n_train} training and {n_val} validation examples of dataset={name}'s "
+                              f"{data.SHAPES[name].train:,}; each split needs at least 2 and 1")
+    if cfg.prune.dataset is not None:
+        a, b = data.SHAPES[cfg.dataset.name], data.SHAPES[cfg.prune.dataset]
+        if (a.in_shape, a.num_classes) != (b.in_shape, b.num_classes):
+            raise ConfigError("prune.dataset", cfg.prune.dataset,
+                              f"a dataset with inputs {a.in_shape} and {a.num_classes} classes like dataset={cfg.dataset.name}; "
+                              f"{cfg.prune.dataset} has {b.in_shape} and {b.num_classes}")
+    n_train = sizes[cfg.dataset.name][0]
+    where = f"the training split of dataset={cfg.dataset.name} holds {n_train:,} examples"
+    if cfg.train.batch_size > n_train:
+        raise ConfigError("train.batch_size", cfg.train.batch_size, f"at most {n_train:,}: {where}")
+    if cfg.signal.stages or cfg.signal.every:
+        if cfg.signal.examples != "all" and cfg.signal.examples > n_train:
+            raise ConfigError("signal.examples", cfg.signal.examples, f"all or at most {n_train:,}: {where}")
+        if cfg.signal.layer_examples > n_train:
+            raise ConfigError("signal.layer_examples", cfg.signal.layer_examples, f"at most {n_train:,}: {where}")
+    score_name = cfg.prune.dataset or cfg.dataset.name
+    n_score = sizes[score_name][0]
+    if cfg.prune.name == "snip":
+        if cfg.prune.batch_size > n_score:
+            raise ConfigError("prune.batch_size", cfg.prune.batch_size,
+                              f"at most {n_score:,}: the training split of dataset={score_name} holds {n_score:,} examples")
+        batches = pruning._parse_batches(cfg.prune.batches)
+        fit = -(-n_score // cfg.prune.batch_size)
+        if batches is not None and batches > fit:
+            raise ConfigError("prune.batches", cfg.prune.batches,
+                              f"all or at most {fit:,}: that many batches of {cfg.prune.batch_size} cover dataset={score_name}'s training split")
+    shape = data.SHAPES[cfg.dataset.name]
+    net = _network(cfg, shape)
+    if cfg.prune.name != "none":
+        m = net.prunable if cfg.prune.include_bias else net.prunable_weights
+        if pruning.kept_count(m, cfg.prune.sparsity) == 0:
+            most = 1 - 0.5 / m  # round((1 - s)·m) >= 1 exactly when (1 - s)·m >= 0.5
+            raise ConfigError("prune.sparsity", cfg.prune.sparsity,
+                              f"it keeps round((1 - s)·m) = 0 of the m = {m:,} prunable parameters; use s < {most:.6g}")
+    if memory:
+        check_memory(cfg, net.model, shape, sizes[cfg.dataset.name])
+
+
+@dataclass
+class _Network:
+    model: Any
+    prunable: int
+    prunable_weights: int
+
+
+_NETWORKS: dict[str, _Network] = {}
+
+
+def _network(cfg: DictConfig, shape: Any) -> _Network:
+    """The configured network on the meta device with its prunable counts, made once per distinct network."""
+    from sparseprop import pruning, run
+
+    key = repr((OmegaConf.to_container(cfg.arch), OmegaConf.to_container(cfg.activation), shape))
+    if key not in _NETWORKS:
+        try:
+            model = run.meta_model(cfg, shape)
+        except SparsepropError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. a size beyond what a tensor can index
+            raise ConfigError("arch", OmegaConf.to_container(cfg.arch),
+                              f"the network cannot be built: {str(exc).splitlines()[0]}") from None
+        count = lambda bias: sum(p.numel() for p in pruning.prunable_parameters(model, bias).values())  # noqa: E731
+        _NETWORKS.clear()  # one entry is enough for a sweep ordered by config groups, and keeps memory flat
+        _NETWORKS[key] = _Network(model, count(True), count(False))
+    return _NETWORKS[key]
+
+
+def check_memory(cfg: DictConfig, model: Any, shape: Any, sizes: tuple[int, int, int]) -> None:
+    """Refuse a run whose estimated peak memory exceeds what is available on its device."""
+    from sparseprop import run
+
+    need = run.memory_estimate(cfg, model, shape, sizes)
+    device = run.resolve_device(cfg.device)
+    free = run.available_memory(device)
+    total = sum(need.values())
+    if free is not None and total > free:
+        gib = 2.0**30
+        parts = ", ".join(f"{k} {v / gib:.3g}" for k, v in need.items() if v)
+        opts = ", ".join(f"{k}={v}" for k, v in cfg.arch.items() if k != "name")
+        arch = f"arch={cfg.arch.name}" + (f" ({opts})" if opts else "")
+        raise SparsepropError(f"{arch} on dataset={cfg.dataset.name} needs about {total / gib:.3g} GiB "
+                              f"({parts} GiB) but {free / gib:.3g} GiB is free on {device.type}; "
+                              "choose a smaller network or batch, or another device")

@@ -22,6 +22,29 @@ DATASETS: Registry[Callable[..., "Splits"]] = Registry("dataset")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
+@dataclass(frozen=True)
+class DatasetShape:
+    """What a dataset holds, declared so that configs can be checked before it is loaded."""
+
+    train: int                  # examples the validation split is held out of
+    test: int
+    in_shape: tuple[int, ...]
+    num_classes: int
+
+
+# Each registered dataset declares its shape here, next to its loader below.
+SHAPES: dict[str, DatasetShape] = {}
+
+
+def split_sizes(name: str, val_fraction: float) -> tuple[int, int, int] | None:
+    """(train, validation, test) sizes of dataset ``name`` for ``val_fraction``; None if it declares no shape."""
+    shape = SHAPES.get(name)
+    if shape is None:
+        return None
+    n_val = held_out(shape.train, val_fraction)
+    return shape.train - n_val, n_val, shape.test
+
+
 @dataclass
 class Splits:
     """Normalised inputs and integer labels of the three splits, all on one device."""
@@ -56,11 +79,16 @@ def cache_dir() -> Path:
     return Path(base)
 
 
+def held_out(n: int, fraction: float) -> int:
+    """How many of ``n`` examples ``hold_out`` sets aside for a ``fraction``."""
+    return int(round(fraction * n))
+
+
 def hold_out(x: torch.Tensor, y: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, ...]:
     """Split off ``val_fraction`` of (x, y) as validation with a fixed-seed shuffle: (x_tr, y_tr, x_val, y_val)."""
     n = x.shape[0]
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_val = int(round(val_fraction * n))
+    n_val = held_out(n, val_fraction)
     val, tr = perm[:n_val], perm[n_val:]
     return x[tr], y[tr], x[val], y[val]
 
@@ -225,6 +253,9 @@ def _load_idx(name: str, root: str, download: bool, val_fraction: float, split_s
     return _finish(name, to_float(x_tr), y_tr, to_float(x_te), y_te, 10, val_fraction, split_seed, standardise_from)
 
 
+SHAPES["mnist"] = SHAPES["fashion_mnist"] = DatasetShape(60_000, 10_000, (1, 28, 28), 10)
+
+
 @DATASETS.register("mnist")
 def mnist(root: str, download: bool = True, val_fraction: float = 0.1, split_seed: int = 0, standardise: str = "all",
           **_: object) -> Splits:
@@ -239,9 +270,14 @@ def fashion_mnist(root: str, download: bool = True, val_fraction: float = 0.1, s
     return _load_idx("fashion_mnist", root, download, val_fraction, split_seed, standardise)
 
 
+_DIGITS, _DIGITS_TEST_FRACTION = 1797, 0.2
+SHAPES["digits"] = DatasetShape(_DIGITS - held_out(_DIGITS, _DIGITS_TEST_FRACTION), held_out(_DIGITS, _DIGITS_TEST_FRACTION),
+                                (1, 8, 8), 10)
+
+
 @DATASETS.register("digits")
-def digits(val_fraction: float = 0.1, split_seed: int = 0, test_fraction: float = 0.2, standardise: str = "all",
-           **_: object) -> Splits:
+def digits(val_fraction: float = 0.1, split_seed: int = 0, test_fraction: float = _DIGITS_TEST_FRACTION,
+           standardise: str = "all", **_: object) -> Splits:
     """scikit-learn's bundled 8x8 digits (1,797 images, no download): a fixed 20% test split, then validation."""
     from sklearn.datasets import load_digits
 

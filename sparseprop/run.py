@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 import time
@@ -43,9 +44,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# Run ``seed`` draws from generators seeded 1_000_003·seed + k, k < STREAMS (0 init, 1 pruning).
+SEED_MULTIPLIER, STREAMS = 1_000_003, 2
+# The seeds torch.Generator.manual_seed accepts: any 64-bit integer, signed or unsigned.
+GENERATOR_SEEDS = (-(2**63), 2**64 - 1)
+
+
 def stream(seed: int, k: int) -> torch.Generator:
     """Independent CPU generator ``k`` of run ``seed`` (0 init, 1 pruning)."""
-    return torch.Generator().manual_seed(1_000_003 * int(seed) + k)
+    return torch.Generator().manual_seed(SEED_MULTIPLIER * int(seed) + k)
+
+
+def seed_range() -> tuple[int, int]:
+    """The smallest and largest ``seed`` whose every stream seed is one torch's generators accept."""
+    lo, hi = GENERATOR_SEEDS
+    return -(-lo // SEED_MULTIPLIER), (hi - (STREAMS - 1)) // SEED_MULTIPLIER
 
 
 def build(cfg: DictConfig, splits: Any) -> torch.nn.Module:
@@ -68,6 +81,108 @@ def load_splits(cfg: DictConfig, device: torch.device) -> tuple[data.Splits, dat
         raise DataError(f"prune.dataset={score_name} has inputs {score.in_shape} and {score.num_classes} classes, "
                         f"but dataset={ds.name} has {splits.in_shape} and {splits.num_classes}: they must match")
     return splits, score
+
+
+def meta_model(cfg: DictConfig, shape: data.DatasetShape) -> torch.nn.Module:
+    """The configured network laid out on the meta device: its parameters have shapes but no memory."""
+    from types import SimpleNamespace
+
+    with torch.device("meta"):
+        return build(cfg, SimpleNamespace(in_shape=shape.in_shape, num_classes=shape.num_classes))
+
+
+def activations_per_example(model: torch.nn.Module, in_shape: tuple[int, ...]) -> int:
+    """Values the forward pass of one example produces: every layer's output and every activation's."""
+    if isinstance(model, models.MLP):
+        # Each layer's pre-activation, and the activation of each hidden layer (the last gives logits).
+        return sum(layer.out_features for layer in model.layers) + sum(l.out_features for l in model.layers[:-1])
+    return traced_activations(model, in_shape)
+
+
+def traced_activations(model: torch.nn.Module, in_shape: tuple[int, ...]) -> int:
+    """activations_per_example for any network: a forward pass on the meta device counting every leaf's output.
+
+    The first meta forward pass imports torch's decompositions (about a second), so MLPs are counted directly.
+    """
+    total = 0
+
+    def count(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel()
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, *in_shape, device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+# Evaluation and SNIP scoring go through the network this many examples at a time (train.evaluate,
+# pruning.connection_sensitivity).
+EVAL_CHUNK = 10_000
+
+
+def memory_estimate(cfg: DictConfig, model: torch.nn.Module, shape: data.DatasetShape,
+                    sizes: tuple[int, int, int]) -> dict[str, int]:
+    """Bytes a run needs at its peak, by part: a float32 estimate, generous rather than tight.
+
+    model: the parameters, their gradients, an optimiser buffer, the float masks and SNIP's two
+    score tensors (6 copies); data: the three splits, twice (loading holds a second copy while it
+    standardises); activations: one chunk of SNIP scoring or of training with its backward pass,
+    or one evaluation chunk; signal: the stored per-example singular values and the float64
+    working set of one chunk (signal.py bounds it at 256 MiB, more when one example needs more).
+    """
+    from sparseprop import signal
+
+    params = sum(p.numel() for p in model.parameters())
+    in_features = math.prod(shape.in_shape)
+    per_example = activations_per_example(model, shape.in_shape)
+    n_train = sizes[0]
+    batches = pruning._parse_batches(cfg.prune.batches)
+    scored = n_train if batches is None else min(n_train, batches * cfg.prune.batch_size)
+    batch = max(2 * cfg.train.batch_size, 2 * min(EVAL_CHUNK, scored) if cfg.prune.name == "snip" else 0,
+                min(EVAL_CHUNK, max(sizes)))
+    out = {"model": 4 * 6 * params, "data": 4 * 2 * sum(sizes) * in_features, "activations": 4 * per_example * batch,
+           "signal": 0}
+    if (cfg.signal.stages or cfg.signal.every) and isinstance(model, models.MLP):
+        widths = [layer.out_features for layer in model.layers]
+        n_io = n_train if cfg.signal.examples == "all" else min(n_train, int(cfg.signal.examples))
+        n_layer = min(n_train, int(cfg.signal.layer_examples))
+        one = 8 * (in_features + 4 * sum(widths) + 3 * max(widths) ** 2)
+        stored = 8 * (n_io * min(widths[-1], in_features) + n_layer * sum(min(l.in_features, l.out_features) for l in model.layers))
+        out["signal"] = stored + 2 * max(signal._CHUNK_BYTES, one)
+    return out
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a run on ``device`` (the CUDA device's free memory, or the host's available memory
+    within this process's cgroup limit); None if it cannot be told."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    free = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            free = None
+    try:  # a container's own limit (cgroup v2) can be far below the machine's
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+            room = max(0, int(limit) - used)
+            free = room if free is None else min(free, room)
+    except (OSError, ValueError):
+        pass
+    return free
 
 
 # Quantiles of each tensor's saliencies in layers.csv (linear interpolation between order statistics).

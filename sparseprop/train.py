@@ -114,6 +114,33 @@ class TrainState:
     # The training loss summed since the last log step, so a run resumed between log steps logs the same mean.
     loss_sum: float = 0.0
     loss_count: int = 0
+    # The training loss of the first step: the reference of the divergence rule.
+    initial_loss: float | None = None
+
+
+# A run has diverged when a logged training loss (the mean over a log interval) is not finite or
+# exceeds DIVERGENCE_FACTOR times the larger of log(num_classes) (the loss of a uniform guess)
+# and the first step's loss. A network that trains is never worse than a uniform guess on average
+# over an interval, let alone ten times worse than where it started.
+DIVERGENCE_FACTOR = 10.0
+
+
+def divergence_limit(num_classes: int, initial_loss: float | None) -> float:
+    """The training loss beyond which a run counts as diverged."""
+    ref = math.log(num_classes)
+    if initial_loss is not None and math.isfinite(initial_loss):
+        ref = max(ref, initial_loss)
+    return DIVERGENCE_FACTOR * ref
+
+
+def divergence_reason(mean_loss: float, step: int, limit: float) -> str | None:
+    """Why a logged training loss means divergence, or None when it does not."""
+    if not math.isfinite(mean_loss):
+        return f"training loss became {mean_loss} at step {step}"
+    if mean_loss > limit:
+        return (f"training loss {mean_loss:.4g} at step {step} exceeds {limit:.4g} "
+                f"({DIVERGENCE_FACTOR:g} x the larger of log(classes) and the first step's loss)")
+    return None
 
 
 def rng_state() -> dict[str, Any]:
@@ -205,6 +232,7 @@ def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torc
     bar = tqdm(total=iterations, initial=state.step, disable=progress is False if progress is not None else None,
                desc="train", unit="it", dynamic_ncols=True, mininterval=0.5)
     running = torch.tensor(state.loss_sum, device=x.device)
+    num_classes = int(getattr(splits, "num_classes", 0) or int(y.max()) + 1)
     since_log = state.loss_count
     try:
         for step in range(state.step + 1, iterations + 1):
@@ -224,6 +252,8 @@ def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torc
                     torch._foreach_mul_(masked, fmasks)
             running += loss.detach()
             since_log += 1
+            if step == 1:
+                state.initial_loss = loss.item()
             state.step = step
             if step % log_every == 0 or step == iterations:
                 mean_loss = running.item() / since_log
@@ -237,8 +267,9 @@ def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torc
                 state.metrics.append({"step": step, "split": "train", "name": "total", "value": mean_loss + l2_now})
                 state.metrics.append({"step": step, "split": "train", "name": "lr", "value": lr_now})
                 bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
-                if not math.isfinite(mean_loss):
-                    state.status, state.reason = "diverged", f"training loss became {mean_loss} at step {step}"
+                reason = divergence_reason(mean_loss, step, divergence_limit(num_classes, state.initial_loss))
+                if reason is not None:
+                    state.status, state.reason = "diverged", reason
                     break
             if step % eval_every == 0 or step == iterations:
                 record_evaluation(model, splits, state)

@@ -181,3 +181,84 @@ def test_layer_table_saliency_statistics_match_a_brute_force_quantile():
         assert row["saliency_max"] == pytest.approx(max(values))
         for key, q in (("q05", 0.05), ("q25", 0.25), ("median", 0.5), ("q75", 0.75), ("q95", 0.95)):
             assert row[f"saliency_{key}"] == pytest.approx(quantile(values, q)), key
+
+
+# Bad input through the real console script: one line, exit 2, no traceback, nothing written.
+# Flag errors return before anything is imported; the others are found before any data is loaded.
+CLI_BAD = [
+    (["--foo"], "--foo"),
+    (["--cfg", "job", "-m", "seed=0,1"], "--cfg"),
+    (["--config-name", "nope"], "--config-name"),
+    (["--package", "train"], "--package"),
+    (["--resolve"], "--resolve"),
+    (["seed=0,1"], "-m"),
+    (["hydra/launcher=nope"], "hydra/launcher"),
+    (["-m", "init=glob(zz*)"], "init=glob(zz*)"),
+    (["seed=-10000000000000000"], "seed"),
+    (["dataset.val_fraction=0.0001"], "dataset.val_fraction"),
+    (["arch.width=10000000"], "arch=mlp"),
+    (["prune.sparsity=0.999999"], "prune.sparsity"),
+]
+
+
+@pytest.mark.parametrize("args,named", CLI_BAD)
+def test_console_script_refuses_bad_input_in_one_line(tmp_path, args, named):
+    res = run_cli("train", "dataset=digits", *args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("sparseprop: error:") and named in lines[0], lines
+    assert "Traceback" not in res.stderr + res.stdout
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_flags_may_follow_the_overrides(tmp_path):
+    res = run_cli("train", "dataset=digits", "seed=0,1", "train.iterations=0", "signal.stages=[]", "figures=false",
+                  "progress=false", f"hydra.sweep.dir={tmp_path}", "-m")
+    assert res.returncode == 0, res.stderr[-2000:]
+    jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert len(jobs) == 2 and "seed=0" in jobs[0] and "seed=1" in jobs[1]
+
+
+def test_a_finite_exploding_loss_is_recorded_diverged(tmp_path):
+    cfg = compose_cfg([*TINY, "train.lr=1000", "train.iterations=100", "train.log_interval=10", "figures=false"])
+    summary = Run(cfg, tmp_path).execute()
+    assert summary["status"] == "diverged" and "exceeds" in summary["reason"]
+    assert records.read_json(tmp_path / "summary.json")["status"] == "diverged" and (tmp_path / "COMPLETE").is_file()
+    losses = pd.read_csv(tmp_path / "metrics.csv").query("name == 'loss'").value
+    assert losses.notna().all() and losses.iloc[-1] > train.divergence_limit(10, None)
+
+
+def test_sigterm_ends_with_one_line_and_143_and_the_run_resumes(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import sparseprop_exe
+
+    out = tmp_path / "run"
+    args = ["train", *TINY, "train.iterations=5000", "train.checkpoint_interval=500", "train.eval_interval=2500",
+            "figures=false", "threads=1", "signal.stages=[]", f"hydra.run.dir={out}"]
+    proc = subprocess.Popen([sparseprop_exe(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.time() + 120
+        while not (out / "summary.json").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be terminated"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = err.strip().splitlines()
+    assert proc.returncode == 143 and len(lines) == 1 and lines[0].startswith("sparseprop: terminated"), err[-2000:]
+    assert not (out / "COMPLETE").exists()
+    # The records written before the signal are whole: they load, and the rerun resumes from the checkpoint.
+    assert records.read_json(out / "summary.json")["status"] == "running"
+    step = torch.load(out / "checkpoint.pt", weights_only=False)["train_state"]["step"]
+    assert 0 < step < 5000
+    res = run_cli(*args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"resuming from step {step}" in (out / "train.log").read_text()
+    summary = records.read_json(out / "summary.json")
+    assert summary["status"] == "completed" and summary["step"] == 5000

@@ -158,3 +158,207 @@ def test_unreadable_extracted_files_are_one_clear_error(tmp_path):
     (raw / "t10k-labels-idx1-ubyte").write_bytes(b"junk")
     with pytest.raises(SparsepropError, match="dataset=mnist: could not read"):
         data.load("mnist", str(tmp_path), download=False)
+
+
+# ---- input checks that need the dataset's declared size, the network's shape or the machine ----------
+
+MORE_BAD = [
+    (["seed=-9223344366822"], "seed"),
+    (["seed=18446688733644"], "seed"),
+    (["dataset.val_fraction=0.0001"], "dataset.val_fraction"),  # 0 of digits' 1,438 held out
+    (["dataset.val_fraction=0.9999"], "dataset.val_fraction"),  # nothing left to train on
+    (["prune.sparsity=0.9999999"], "prune.sparsity"),
+    (["init.gain=nan"], "init.gain"),
+    (["init.gain=0"], "init.gain"),
+    (["activation=leaky_relu", "activation.negative_slope=nan"], "activation.negative_slope"),
+    (["activation.negative_slope=inf"], "activation.negative_slope"),
+    (["train.lr=inf"], "train.lr"),
+    (["train.l2=nan"], "train.l2"),
+    (["train.schedule=piecewise", "train.boundaries=[10]", "train.values=[0.1,inf]"], "train.values"),
+    (["train.iterations=10000001"], "train.iterations"),
+    (["isometry.steps=10000001"], "isometry.steps"),
+    (["arch.depth=10001"], "arch.depth"),
+    (["train.batch_size=1295"], "train.batch_size"),  # digits trains on 1,294 examples
+    (["prune.batch_size=1295"], "prune.batch_size"),
+    (["prune.batches=14"], "prune.batches"),  # 13 batches of 100 cover 1,294 examples
+    (["signal.examples=1295"], "signal.examples"),
+    (["signal.layer_examples=1295"], "signal.layer_examples"),
+    (["signal.stages=[init,init]"], "signal.stages"),
+    (["prune.dataset=mnist"], "prune.dataset"),  # 28x28 inputs against digits' 8x8
+    (["figures=2"], "figures"),
+    (["threads=100000"], "threads"),
+    (["dataset.root="], "dataset.root"),
+    (["seed="], "seed"),
+    (["seed=[1,2]"], "seed"),
+    (["train.lr=[0.1]"], "train.lr"),
+    (["hydra/launcher=nope"], "hydra/launcher"),
+    (["hydra.run.dir="], "hydra.run.dir"),
+    (["init=glob(zz*)"], "init"),
+    (["seed=interval(0,1)"], "seed"),
+    (["seed=range(0,0)"], "seed"),
+    (["seed=glob(*)"], "seed"),
+    (["~nope"], "nope"),
+    (["+seed=1"], "seed"),
+    (["nope"], "nope"),
+    (["train.optimizer=momentum", "train.nesterov=true", "train.momentum=0"], "train.momentum"),
+    (["train.nesterov=true"], "train.nesterov"),
+    (["hydra.job.chdir=true,false"], "hydra.job.chdir"),
+    ([" "], "empty argument"),
+]
+
+
+@pytest.mark.parametrize("overrides,key", MORE_BAD)
+def test_meaningless_input_names_key_and_value(overrides, key):
+    with pytest.raises(SparsepropError) as info:
+        cli.check(["dataset=digits", *overrides])
+    msg = str(info.value)
+    assert key in msg and "\n" not in msg
+
+
+def test_sparsity_bound_is_where_the_kept_count_reaches_zero():
+    # m counted on a real (CPU) network, independently of the meta-device layout the check uses.
+    cfg = _compose(["dataset=digits"])
+    splits = data.load("digits", "unused")
+    from sparseprop.run import build
+
+    m = sum(p.numel() for p in pruning.prunable_parameters(build(cfg, splits)).values())
+    assert m == 64 * 100 + 100 + 5 * (100 * 100 + 100) + 100 * 10 + 10
+    keeps_none = 1 - 0.5 / m + 1e-6  # (1 - s)·m = 0.5 - 1e-6·m < 0.5
+    assert pruning.kept_count(m, keeps_none) == 0 and pruning.kept_count(m, 1 - 1 / m) == 1
+    cli.check(["dataset=digits", f"prune.sparsity={1 - 1 / m!r}"])
+    with pytest.raises(SparsepropError, match=f"m = {m:,}"):
+        cli.check(["dataset=digits", f"prune.sparsity={keeps_none!r}"])
+    # prune=none keeps everything whatever the sparsity says.
+    cli.check(["dataset=digits", "prune=none", f"prune.sparsity={keeps_none!r}"])
+
+
+def _compose(overrides):
+    with initialize_config_dir(config_dir=str(config.CONF_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def test_seed_range_is_what_torch_generators_accept():
+    from sparseprop import run
+
+    lo, hi = run.seed_range()
+    for seed in (lo, hi):  # every stream of the extreme seeds can be made
+        for k in range(run.STREAMS):
+            torch.Generator().manual_seed(run.SEED_MULTIPLIER * seed + k)
+    for seed, k in ((lo - 1, 0), (hi + 1, run.STREAMS - 1)):  # one further out, some stream cannot
+        with pytest.raises((RuntimeError, ValueError, OverflowError)):
+            torch.Generator().manual_seed(run.SEED_MULTIPLIER * seed + k)
+    cli.check(["dataset=digits", f"seed={lo}", "train.shuffle_seed=-1"])
+    cli.check(["dataset=digits", f"seed={hi}"])
+    for bad in (lo - 1, hi + 1):
+        with pytest.raises(SparsepropError, match="seed="):
+            cli.check(["dataset=digits", f"seed={bad}"])
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.25, 0.0007, 0.5])
+def test_declared_split_sizes_equal_the_loaded_splits(fraction):
+    s = data.load("digits", "unused", val_fraction=fraction)
+    assert data.split_sizes("digits", fraction) == (len(s.y_train), len(s.y_val), len(s.y_test))
+    shape = data.SHAPES["digits"]
+    assert (s.in_shape, s.num_classes) == (shape.in_shape, shape.num_classes)
+
+
+def test_declared_mnist_sizes_equal_the_loaded_splits():
+    from tests.conftest import mnist_root
+
+    root = mnist_root()
+    if root is None:
+        pytest.skip("MNIST not under SPARSEPROP_DATA")
+    s = data.load("mnist", str(root), download=False)
+    assert data.split_sizes("mnist", 0.1) == (len(s.y_train), len(s.y_val), len(s.y_test)) == (54_000, 6_000, 10_000)
+    assert (s.in_shape, s.num_classes) == (data.SHAPES["mnist"].in_shape, data.SHAPES["mnist"].num_classes)
+
+
+def test_memory_estimate_counts_the_network_in_closed_form():
+    from sparseprop import run
+
+    cfg = _compose(["arch.depth=4", "arch.width=50"])
+    shape = data.SHAPES["mnist"]
+    model = run.meta_model(cfg, shape)
+    params = 784 * 50 + 50 + 2 * (50 * 50 + 50) + 50 * 10 + 10
+    assert sum(p.numel() for p in model.parameters()) == params
+    # every Linear output and every activation output of one example: 3 hidden layers of 50 (twice) + 10 logits
+    assert run.activations_per_example(model, shape.in_shape) == 2 * 3 * 50 + 10
+    assert run.traced_activations(model, shape.in_shape) == 2 * 3 * 50 + 10  # the general count agrees
+    est = run.memory_estimate(cfg, model, shape, data.split_sizes("mnist", 0.1))
+    assert est["model"] == 4 * 6 * params and est["data"] == 4 * 2 * 70_000 * 784
+
+
+def test_paper_runs_fit_and_a_huge_network_is_refused(monkeypatch):
+    from sparseprop import run
+
+    cfg = _compose(["dataset=digits"])
+    config.validate(cfg)  # the default network checks against this machine's memory
+    free = run.available_memory(run.resolve_device("cpu"))
+    assert free is None or free > 0
+    monkeypatch.setattr(run, "available_memory", lambda device: 2 * 2**30)
+    # The paper's MNIST runs (checked without loading MNIST) are estimated at about 1 GiB.
+    for overrides in ([], ["experiment=sparsity_sweep"], ["experiment=e2_init"], ["arch=lenet300"]):
+        config.validate(_compose(["device=cpu", *overrides]))
+    with pytest.raises(SparsepropError, match=r"arch=mlp \(depth=7, width=100000\).*GiB.*2 GiB is free") as info:
+        config.validate(_compose(["device=cpu", "arch.width=100000"]))
+    assert "\n" not in str(info.value)
+    config.validate(_compose(["device=cpu", "arch.width=100000"]), memory=False)  # e.g. jobs sent to a cluster
+
+
+def test_a_large_sweep_composes_once_per_choice_of_groups(monkeypatch):
+    import hydra
+
+    calls = []
+    real = hydra.compose
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("overrides"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hydra, "compose", counting)
+    sweep = ["dataset=digits", "init=vs_l,orthogonal", "activation=tanh,linear,relu", "seed=range(0,10)",
+             "prune.sparsity=0.5,0.6,0.7,0.8,0.9", "train.lr=0.1,0.05"]
+    assert cli.check(sweep) == 600
+    # one composition of the sweep's own config, then one per (init, activation) pair
+    assert len(calls) <= 1 + 2 * 3
+    calls.clear()
+    # a bad value in the very last job is still found
+    with pytest.raises(SparsepropError, match="prune.sparsity=1.0"):
+        cli.check([*sweep[:-2], "prune.sparsity=0.5,0.6,0.7,0.8,1.0", "train.lr=0.1,0.05"])
+    assert len(cli.expand(sweep[1:])) == 600
+
+
+def test_an_experiments_own_sweep_is_checked():
+    assert cli.check(["dataset=digits", "experiment=e3_isometry"], multirun=True) == 24
+    # The experiment sweeps init itself; a bad value set on the command line reaches every job.
+    with pytest.raises(SparsepropError, match="prune.sparsity"):
+        cli.check(["dataset=digits", "experiment=e3_isometry", "prune.sparsity=2"], multirun=True)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["dataset=digits", "seed=3", "train.lr=0.05", "+train.extra=1"],
+    ["arch=lenet300", "++threads=2", "prune.batches=3", "++prune.extra=[1,2]"],
+    ["experiment=e2_init", "arch.depth=3", "signal.stages=[init]", "init=orthogonal", "init.gain=2"],
+    ["arch={depth:3}", "train.boundaries=[5,10]", "train.values=[0.1,0.01,0.001]", "train.lr=${train.momentum}"],
+])
+def test_applied_value_overrides_equal_hydras_composition(overrides):
+    from omegaconf import OmegaConf
+
+    groups = [o for o in overrides if cli.is_group(o.lstrip("+~").partition("=")[0])]
+    values = [o for o in overrides if o not in groups]
+    cfg = _compose(groups)
+    for o in cli._parse(values):
+        cli.apply_override(cfg, o)
+    assert OmegaConf.to_container(cfg) == OmegaConf.to_container(_compose(overrides))
+
+
+def test_memory_is_checked_up_front_only_for_jobs_run_here(monkeypatch):
+    from sparseprop import run
+
+    monkeypatch.setattr(run, "available_memory", lambda device: 2**30)
+    big = ["dataset=digits", "arch.width=20000"]
+    with pytest.raises(SparsepropError, match="GiB"):
+        cli.check(big)
+    cli.check([*big, "hydra/launcher=slurm"])  # checked by each job where it runs
+    with pytest.raises(SparsepropError, match="GiB"):  # ... which validates again when it starts
+        config.validate(_compose(big))

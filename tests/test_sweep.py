@@ -270,11 +270,11 @@ def test_failing_and_diverging_jobs_do_not_stop_the_sweep(tmp_path, monkeypatch,
     failed, diverged, completed = (job(sweep_dir, f"train.lr={v}") for v in ("0.2", "1000000.0", "0.1"))
     states = [sweep.status_of(d) for d in (failed, diverged, completed)]
     assert [s.status for s in states] == ["failed", "diverged", "completed"]
-    assert states[0].reason == "RuntimeError: boom" and "training loss became" in states[1].reason
+    assert states[0].reason == "RuntimeError: boom" and "training loss" in states[1].reason
     assert "RuntimeError: boom" in (failed / "train.log").read_text()  # the traceback is in the job's log
     assert "2 of 3 jobs did not complete" in err
     assert re.search(rf"failed\s+{re.escape(failed.name)}\s+RuntimeError: boom", err)
-    assert re.search(rf"diverged\s+{re.escape(diverged.name)}\s+training loss became", err)
+    assert re.search(rf"diverged\s+{re.escape(diverged.name)}\s+training loss", err)
     assert completed.name not in err.replace(str(sweep_dir), "")
     # Again, with the cause fixed: the failed job is retried, the finished ones are skipped.
     done = {d: (d / "summary.json").read_bytes() for d in (diverged, completed)}
@@ -413,7 +413,7 @@ def test_parallel_sweep_isolates_failing_and_diverging_jobs(tmp_path):
     assert res.returncode == sweep.UNFINISHED_EXIT, res.stderr[-2000:]
     assert "2 of 3 jobs did not complete" in res.stderr
     assert re.search(rf"failed\s+{re.escape(broken.name)}\s+the records in .* another config \(seed: 12345", res.stderr)
-    assert re.search(r"diverged\s+\S*train.lr=1000000.0\s+training loss became", res.stderr)
+    assert re.search(r"diverged\s+\S*train.lr=1000000.0\s+training loss", res.stderr)
     good = job(sweep_dir, "train.lr=0.1")
     assert sweep.status_of(good).status == "completed"
     # threads=0 with two joblib workers on this machine's cores: each job gets its share, not all of them.

@@ -163,3 +163,52 @@ def test_metrics_log_cross_entropy_l2_term_and_their_sum():
     pruning.apply_masks(params0, masks)
     ce = F.cross_entropy(net0(splits.x_train[first].double()), splits.y_train[first]).item()
     assert logged["loss"] == pytest.approx(ce, rel=1e-5)  # float32 network against a float64 reference
+
+
+def _first_divergence(losses, num_classes=10, initial=None, log_every=100):
+    """Replay logged mean losses through the rule: (step, reason) of the first that counts as diverged."""
+    limit = train.divergence_limit(num_classes, losses[0] if initial is None else initial)
+    for i, loss in enumerate(losses, start=1):
+        reason = train.divergence_reason(loss, i * log_every, limit)
+        if reason is not None:
+            return i * log_every, reason
+    return None
+
+
+def test_divergence_rule_on_synthetic_loss_sequences():
+    log10 = math.log(10)
+    # The paper's default run: from about log(10) down towards 0, with noise, and a transient bump.
+    healthy = [2.31, 1.2, 0.6, 0.9, 2.5, 0.4, 0.2, 0.15, 0.3, 0.1]
+    assert _first_divergence(healthy, initial=2.30) is None
+    # A run that starts far above log(C) (a large init scale) and stays there has not diverged.
+    assert _first_divergence([40.0, 45.0, 60.0, 30.0], initial=35.0) is None
+    # lr=1000: the loss is near 1000 from the first interval on, never NaN.
+    assert _first_divergence([950.0, 1010.0, 980.0], initial=2.35)[0] == 100
+    # Slow growth is caught the first time it crosses 10 x max(log C, first loss).
+    step, reason = _first_divergence([3.0, 10.0, 20.0, 23.0, 24.0, 30.0], initial=2.0)
+    assert step == 500 and "exceeds" in reason and 10 * log10 < 24.0
+    assert _first_divergence([2.3, float("nan")], initial=2.3)[0] == 200
+    assert _first_divergence([2.3, float("inf")], initial=2.3)[0] == 200
+    assert train.divergence_limit(10, None) == pytest.approx(10 * log10)
+    assert train.divergence_limit(10, float("nan")) == pytest.approx(10 * log10)
+    assert train.divergence_limit(2, 5.0) == pytest.approx(50.0)
+
+
+def test_a_finite_exploding_loss_is_recorded_diverged_and_a_normal_run_is_not():
+    outcomes = {}
+    for lr in (1000.0, 0.1):
+        torch.manual_seed(0)
+        net = tiny_mlp()
+        params = pruning.prunable_parameters(net)
+        cfg = train_cfg(lr=lr, iterations=300, log_interval=20, eval_interval=100, batch_size=16)
+        state = train.fit(net, params, None, toy_splits(), cfg, train.TrainState(), train.make_optimizer(net, cfg),
+                          train.BatchSampler(200, 16, 0, torch.device("cpu")), progress=False)
+        losses = [m["value"] for m in state.metrics if m["name"] == "loss"]
+        outcomes[lr] = (state, losses)
+    state, losses = outcomes[1000.0]
+    assert state.status == "diverged" and "exceeds" in state.reason
+    assert all(math.isfinite(v) for v in losses)  # it exploded without becoming NaN
+    assert losses[-1] > train.divergence_limit(5, state.initial_loss)
+    state, losses = outcomes[0.1]
+    assert state.status == "completed" and state.step == 300
+    assert max(losses) < train.divergence_limit(5, state.initial_loss)
