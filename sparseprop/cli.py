@@ -81,10 +81,14 @@ def _parse(overrides: list[str]) -> list:
             raise SparsepropError(f"{o!r} is an empty argument, not an override; overrides are key=value, group=option or +key=value")
     parser = OverridesParser.create()
     try:
-        return parser.parse_overrides(overrides)
+        parsed = parser.parse_overrides(overrides)
     except OverrideParseException as exc:
         lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip() and not ln.startswith("See ")]
         raise SparsepropError(": ".join(lines[:2]) + "; overrides are key=value, group=option or +key=value") from None
+    for o in parsed:
+        if not o.key_or_group:
+            raise SparsepropError(f"{o.input_line!r} has no key before '='; overrides are key=value, group=option or +key=value")
+    return parsed
 
 
 def is_group(key: str) -> bool:
@@ -113,7 +117,10 @@ def _options(o) -> list:
         if not values:
             raise SparsepropError(f"{o.input_line} matches no option of {o.key_or_group}; its options are {', '.join(names)}")
     elif o.is_discrete_sweep():
-        values = list(o.sweep_string_iterator())
+        try:
+            values = list(o.sweep_string_iterator())
+        except ValueError as exc:  # range(0,3,0)
+            raise SparsepropError(f"{o.input_line} is not valid: {exc}") from None
         if not values:
             raise SparsepropError(f"{o.input_line} sweeps over no value")
     else:
@@ -161,6 +168,11 @@ def apply_override(cfg, o) -> None:
             raise SparsepropError(f"{o.input_line}: there is no {key} to delete")
         if value is not None and value != current:
             raise SparsepropError(f"{o.input_line}: {key} is {current!r}, not {value!r}")
+        from sparseprop import config
+
+        if not config.unknown_keys(OmegaConf.to_container(_nest(key, current))):
+            raise SparsepropError(f"{o.input_line} is not valid: {key} is a setting every run needs and cannot be "
+                                  f"deleted; change it with {key}=...")
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
         with open_dict(node):
@@ -172,6 +184,16 @@ def apply_override(cfg, o) -> None:
         if isinstance(current, bool) and isinstance(value, (int, float)) and not isinstance(value, bool):
             raise ConfigError(key, value, "true or false")  # OmegaConf would read 2 as true
         OmegaConf.update(cfg, key, value, merge=True, force_add=o.is_add() or o.is_force_add())
+
+
+def _nest(key: str, value: object):
+    """``a.b`` and ``v`` as the config ``{a: {b: v}}``."""
+    from omegaconf import OmegaConf
+
+    node: object = value
+    for part in reversed(key.split(".")):
+        node = {part: node}
+    return OmegaConf.create(node)
 
 
 def _compose(compose, config_name: str, overrides: list[str], hydra: bool = False):
@@ -224,6 +246,8 @@ def check(overrides: list[str], multirun: bool = True, config_name: str = "train
             raise SparsepropError(f"{key}: Hydra's own settings cannot be swept; give one value")
     plain = [opts[0].input_line for opts in axes.values() if len(opts) == 1]
     seen_data: set[tuple[str, str, bool]] = set()
+    read: set[str] = set()
+    unused: dict[str, tuple] = {}
     jobs = 0
     with initialize_config_dir(config_dir=str(config.CONF_DIR), version_base="1.3", job_name="check"):
         # The config the sweep itself is set up from (Hydra's launcher, sweeper and the experiment's
@@ -260,6 +284,9 @@ def check(overrides: list[str], multirun: bool = True, config_name: str = "train
                 except Exception as exc:  # noqa: BLE001 - OmegaConf errors (types, interpolations) become one line
                     _show_progress(jobs, total, t0, failed=True)
                     raise SparsepropError(_one_line(exc)) from None
+                read |= config.keys_read(cfg)
+                for key, value, why in config.unused_settings(cfg):
+                    unused.setdefault(key, (value, why))
                 for name in {cfg.dataset.name, cfg.prune.dataset or cfg.dataset.name}:
                     key = (name, str(cfg.dataset.root), bool(cfg.dataset.download))
                     if key not in seen_data:
@@ -268,6 +295,12 @@ def check(overrides: list[str], multirun: bool = True, config_name: str = "train
                 jobs += 1
                 if jobs % 50 == 0:
                     _show_progress(jobs, total, t0)
+    # A setting no job reads is a mistake (init.scale with init=vs_l); in a sweep where some jobs read
+    # it (init=vs_l,normal init.scale=2) it is meant for those.
+    for key, (value, why) in unused.items():
+        if key not in read:
+            _show_progress(jobs, total, t0, failed=True)
+            raise ConfigError(key, value, f"{why}; leave it out")
     _show_progress(jobs, total, t0, final=True)
     return jobs
 

@@ -265,6 +265,85 @@ def validate(cfg: DictConfig, memory: bool = True) -> None:
     check_sizes(cfg, memory)
 
 
+def _named_parameters(fn: Any) -> set[str]:
+    """The keyword settings a registered component reads: its named parameters."""
+    import inspect
+
+    kinds = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return {n for n, p in inspect.signature(fn).parameters.items() if p.kind not in kinds}
+
+
+def settings_read(cfg: DictConfig) -> dict[str, set[str]]:
+    """Per component setting (``init``, ``train.optimizer``), the keys the chosen component reads.
+
+    A component reads the settings it names as parameters (``init=vs_custom`` reads ``scale`` and
+    ``mode``; ``vs_l`` reads neither). A pruner that takes the prunable parameters also reads
+    ``prune.include_bias``, and one that takes data also reads ``prune.dataset``.
+    """
+    return {kind: _reads(kind, name) for kind, name in _choices(cfg).items()}
+
+
+def keys_read(cfg: DictConfig) -> set[str]:
+    """The dotted keys of the optional settings that this run's components read."""
+    return {f"{kind.partition('.')[0]}.{key}" for kind, keys in settings_read(cfg).items() for key in keys}
+
+
+def _registries() -> dict[str, Any]:
+    from sparseprop import inits, isometry, models, pruning, train
+
+    return {"arch": models.ARCHS, "activation": models.ACTIVATIONS, "init": inits.INITS, "prune": pruning.PRUNERS,
+            "isometry": isometry.ISOMETRY, "train.optimizer": train.OPTIMIZERS, "train.schedule": train.SCHEDULES}
+
+
+# Settings of `train` that only some optimizers or schedules read, by the choice that decides.
+_TRAIN_CHOICE = {"momentum": "train.optimizer", "nesterov": "train.optimizer",
+                 "boundaries": "train.schedule", "values": "train.schedule"}
+
+
+def _choices(cfg: DictConfig) -> dict[str, str]:
+    return {kind: OmegaConf.select(cfg, kind if kind.startswith("train.") else f"{kind}.name") for kind in _registries()}
+
+
+def _reads(kind: str, name: str) -> set[str]:
+    used = _named_parameters(_registries()[kind].get(name, kind))
+    if kind == "prune":
+        used |= {"include_bias"} if "params" in used else set()
+        used |= {"dataset"} if "x" in used else set()
+    return used
+
+
+def unused_settings(cfg: DictConfig) -> list[tuple[str, Any, str]]:
+    """(key, value, why) for each setting changed from its default that this run's components never read.
+
+    The default of a setting is its option's YAML value where the YAML sets it, else the schema's.
+    """
+    found = []
+    schema = _schema()
+    reads = settings_read(cfg)
+    checked = [(g, k) for g in reads if "." not in g for k in cfg[g] if k != "name" and k in schema[g]]
+    checked += [("train", k) for k in _TRAIN_CHOICE]
+    for group, key in checked:
+        kind = _TRAIN_CHOICE[key] if group == "train" else group
+        name = _choices(cfg)[kind]
+        if key in reads[kind]:
+            continue
+        value = cfg[group][key]
+        default = schema[group][key] if group == "train" else _option_yaml(group, name).get(key, schema[group][key])
+        if value != default:
+            readers = [n for n in _registries()[kind].names() if key in _reads(kind, n)]
+            found.append((f"{group}.{key}", OmegaConf.to_container(value) if isinstance(value, ListConfig) else value,
+                          f"{kind}={name} does not read it; only {', '.join(f'{kind}={n}' for n in readers)} "
+                          f"{'does' if len(readers) == 1 else 'do'}"))
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def _option_yaml(group: str, name: str) -> dict[str, Any]:
+    """The values an option's YAML file sets (``conf/prune/none.yaml`` sets sparsity 0)."""
+    path = CONF_DIR / group / f"{name}.yaml"
+    return OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else {}
+
+
 def check_sizes(cfg: DictConfig, memory: bool = True) -> None:
     """Checks that need the dataset's declared size and the network's shape, neither built nor loaded.
 

@@ -58,6 +58,11 @@ def check_schedule(cfg: Any) -> None:
         raise ConfigError("train.boundaries", b, "a non-empty increasing list of positive steps for schedule=piecewise")
     if len(v) != len(b) + 1 or any(not (isinstance(x, (int, float)) and x > 0) for x in v):
         raise ConfigError("train.values", v, f"{len(b) + 1} positive learning rates (one more than boundaries)")
+    # Step s uses values[i] once s > boundaries[i - 1], and steps run 1..iterations: a boundary at or past the
+    # last step never takes effect (iterations=0 trains nothing, so no schedule applies).
+    if cfg.iterations and b[-1] >= cfg.iterations:
+        raise ConfigError("train.boundaries", b, f"steps below train.iterations={cfg.iterations} for schedule=piecewise "
+                                                 "(a boundary at or after the last step never applies)")
 
 
 class BatchSampler:

@@ -204,6 +204,21 @@ MORE_BAD = [
     (["train.nesterov=true"], "train.nesterov"),
     (["hydra.job.chdir=true,false"], "hydra.job.chdir"),
     ([" "], "empty argument"),
+    # Settings the chosen component never reads: a typo'd intent, not a no-op to accept silently.
+    (["init=vs_l", "init.scale=3"], "init.scale=3.0 is not valid: init=vs_l does not read it"),
+    (["activation=tanh", "activation.negative_slope=0.2"], "activation.negative_slope"),
+    (["arch=lenet300", "arch.depth=3"], "arch.depth=3 is not valid: arch=lenet300"),
+    (["prune=none", "prune.sparsity=0.5"], "prune.sparsity=0.5 is not valid: prune=none"),
+    (["prune=random", "prune.target=uniform"], "prune.target"),
+    (["prune=random", "prune.dataset=digits"], "prune.dataset"),
+    (["train.momentum=0.5"], "train.momentum=0.5 is not valid: train.optimizer=sgd"),
+    (["train.boundaries=[3]", "train.values=[0.1,0.01]"], "train.boundaries=[3] is not valid: train.schedule=constant"),
+    (["train.schedule=cosine", "train.values=[0.1,0.01]"], "train.values"),
+    (["train.schedule=piecewise", "train.boundaries=[10000]", "train.values=[0.1,0.01]"], "train.iterations=10000"),
+    (["~seed"], "~seed is not valid"),
+    (["~train"], "~train is not valid"),
+    (["=1"], "'=1' has no key"),
+    (["seed=range(0,3,0)"], "seed=range(0,3,0) is not valid"),
 ]
 
 
@@ -213,6 +228,26 @@ def test_meaningless_input_names_key_and_value(overrides, key):
         cli.check(["dataset=digits", *overrides])
     msg = str(info.value)
     assert key in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("overrides,jobs", [
+    (["init=vs_l,normal", "init.scale=2"], 2),
+    (["prune=none,snip", "prune.sparsity=0.5"], 2),
+    (["train.optimizer=sgd,momentum", "train.momentum=0.5"], 2),
+    (["experiment=e1_masks"], 108),  # sets init.scale=1.0 for vs_l too: the default, so nothing is changed
+])
+def test_a_setting_some_jobs_of_a_sweep_read_is_accepted(overrides, jobs):
+    assert cli.check(["dataset=digits", *overrides], multirun=True) == jobs
+
+
+def test_unused_settings_follow_the_components_parameters():
+    # Every option's own YAML composes with nothing unread; changing what an option reads is not flagged.
+    for group, name in all_options():
+        assert config.unused_settings(_compose([f"{group}={name}"])) == [], (group, name)
+    assert config.unused_settings(_compose(["init=vs_custom", "init.scale=2", "init.mode=fan_out"])) == []
+    assert config.unused_settings(_compose(["prune=snip", "prune.dataset=digits", "prune.include_bias=false"])) == []
+    assert [k for k, _, _ in config.unused_settings(_compose(["prune=none", "prune.include_bias=false"]))] == \
+        ["prune.include_bias"]
 
 
 def test_sparsity_bound_is_where_the_kept_count_reaches_zero():
@@ -228,8 +263,9 @@ def test_sparsity_bound_is_where_the_kept_count_reaches_zero():
     cli.check(["dataset=digits", f"prune.sparsity={1 - 1 / m!r}"])
     with pytest.raises(SparsepropError, match=f"m = {m:,}"):
         cli.check(["dataset=digits", f"prune.sparsity={keeps_none!r}"])
-    # prune=none keeps everything whatever the sparsity says.
-    cli.check(["dataset=digits", "prune=none", f"prune.sparsity={keeps_none!r}"])
+    # prune=none keeps everything, so a sparsity given with it is refused as unread, not by this bound.
+    with pytest.raises(SparsepropError, match="prune=none does not read it"):
+        cli.check(["dataset=digits", "prune=none", f"prune.sparsity={keeps_none!r}"])
 
 
 def _compose(overrides):

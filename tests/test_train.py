@@ -85,10 +85,16 @@ def test_piecewise_schedule_is_applied_in_training():
     assert lrs == [0.2, 0.02]
 
 
-@pytest.mark.parametrize("b,v", [([], [0.1]), ([10, 5], [1, 1, 1]), ([10], [0.1]), ([10], [0.1, -1])])
+@pytest.mark.parametrize("b,v", [([], [0.1]), ([10, 5], [1, 1, 1]), ([10], [0.1]), ([10], [0.1, -1]),
+                                 ([10, 10_000], [1, 1, 1])])  # the last boundary is the last step: it never applies
 def test_bad_piecewise_rejected(b, v):
     with pytest.raises(ConfigError):
         train.check_schedule(train_cfg(schedule="piecewise", boundaries=b, values=v))
+
+
+def test_piecewise_boundaries_are_checked_against_the_training_length():
+    train.check_schedule(train_cfg(schedule="piecewise", boundaries=[9_999], values=[1, 0.1]))
+    train.check_schedule(train_cfg(schedule="piecewise", boundaries=[50], values=[1, 0.1], iterations=0))  # prune only
 
 
 def test_evaluate_matches_manual():
