@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
 import re
@@ -30,6 +31,13 @@ def fail(message: str, code: int = 2) -> None:
     """Print one line to stderr and exit with ``code``."""
     print(f"sparseprop: error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with bad arguments reported as one line (a SparsepropError), like every other bad input."""
+
+    def error(self, message: str) -> None:
+        raise SparsepropError(f"{self.prog}: {message}; `{self.prog} --help` shows the usage")
 
 
 def split_args(args: list[str]) -> tuple[list[str], bool, bool]:

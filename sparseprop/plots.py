@@ -212,12 +212,12 @@ def _drawn(source: Path, draw: Any, table: Any, stem: Path) -> list[Path]:
 
 def main(args: list[str]) -> None:
     """`sparseprop plot RUN_DIR...`: draw each run's own figures from its records (e.g. runs made with figures=false)."""
-    import argparse
     import sys
 
+    from sparseprop.cli import ArgumentParser
     from sparseprop.errors import SparsepropError
 
-    parser = argparse.ArgumentParser(prog="sparseprop plot", description=main.__doc__.split(": ", 1)[1])
+    parser = ArgumentParser(prog="sparseprop plot", description=main.__doc__.split(": ", 1)[1])
     parser.add_argument("runs", nargs="+", help="run directories (each holding the records of one run)")
     opts = parser.parse_args(args)
     # Check every directory before drawing any: a typo fails at once, not after minutes of plotting.

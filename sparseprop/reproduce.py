@@ -278,15 +278,23 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def _folder(value: str) -> Path:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty string is not a folder; give a folder")
+    return Path(value)
+
+
 def parse(args: list[str]) -> argparse.Namespace:
     """The command-line options of `scripts/reproduce.py`."""
-    p = argparse.ArgumentParser(prog="reproduce", description="Run the paper's CPU-sized experiments, collect, draw, judge.")
+    from sparseprop.cli import ArgumentParser
+
+    p = ArgumentParser(prog="reproduce", description="Run the paper's CPU-sized experiments, collect, draw, judge.")
     p.add_argument("--profile", choices=sorted(PROFILES), default="quick", help="settings to run (default quick)")
-    p.add_argument("--only", default="", help=f"comma-separated experiments to run (default all: {','.join(EXPERIMENTS)})")
-    p.add_argument("--jobs", type=int, default=cores(), help="parallel runs, one torch thread each (default: the cores)")
+    p.add_argument("--only", default=None, help=f"comma-separated experiments to run (default all: {','.join(EXPERIMENTS)})")
+    p.add_argument("--jobs", type=int, default=None, help="parallel runs, one torch thread each (default: the cores)")
     p.add_argument("--figures-only", action="store_true", help="gather existing runs and redraw; train nothing")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate, run nothing")
-    p.add_argument("--outputs", type=Path, default=OUTPUTS, help="root of experiments/, collected/, figures/, tables/")
+    p.add_argument("--outputs", type=_folder, default=OUTPUTS, help="root of experiments/, collected/, figures/, tables/")
     return p.parse_args(args)
 
 
@@ -298,7 +306,19 @@ def main(args: list[str] | None = None) -> None:
 
     opts = parse(sys.argv[1:] if args is None else args)
     profile, root = PROFILES[opts.profile], opts.outputs
-    selected = [e.strip() for e in opts.only.split(",") if e.strip()] or list(EXPERIMENTS)
+    if opts.figures_only:
+        # Redrawing trains nothing: options that say what to train or how would be silently ignored.
+        given = [f for f, v in (("--dry-run", opts.dry_run or None), ("--only", opts.only), ("--jobs", opts.jobs))
+                 if v is not None]
+        if given:
+            raise SparsepropError(f"{', '.join(given)} cannot be used with --figures-only (or `sparseprop figures`), "
+                                  "which trains nothing; leave them out")
+    selected = [e.strip() for e in (opts.only or "").split(",") if e.strip()] or list(EXPERIMENTS)
+    if opts.only is not None and not opts.only.replace(",", "").strip():
+        raise SparsepropError(f"--only {opts.only!r} names no experiment; give a comma-separated list of "
+                              f"{', '.join(EXPERIMENTS)} (or leave --only out to run them all)")
+    if opts.jobs is None:
+        opts.jobs = cores()
     if opts.jobs < 1:
         raise SparsepropError(f"--jobs {opts.jobs}: give at least 1 parallel run")
     if root.exists() and not root.is_dir() or root.is_symlink() and not root.exists():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from sparseprop import config, data, pruning, records, train
+from sparseprop import cli, config, data, pruning, records, train
 from sparseprop.checkpoint import load_run
 from sparseprop.run import Run
 from tests.conftest import mnist_root, run_cli
@@ -209,6 +209,24 @@ def test_console_script_refuses_bad_input_in_one_line(tmp_path, args, named):
     assert len(lines) == 1 and lines[0].startswith("sparseprop: error:") and named in lines[0], lines
     assert "Traceback" not in res.stderr + res.stdout
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("args,named", [
+    (["plot"], "sparseprop plot: the following arguments are required"),
+    (["plot", "--bogus", "x"], "unrecognized arguments: --bogus"),
+    (["figures", "--jobs", "2"], "--jobs cannot be used with --figures-only"),
+    (["figures", "--dry-run"], "--dry-run cannot"),
+    (["nope"], "unknown command 'nope'"),
+])
+def test_other_commands_refuse_bad_arguments_in_one_line(capsys, monkeypatch, args, named):
+    import signal
+
+    monkeypatch.setattr(signal, "signal", lambda *a: None)  # main() would keep its SIGTERM handler in this process
+    with pytest.raises(SystemExit) as info:
+        cli.main(args)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2
+    assert len(lines) == 1 and lines[0].startswith("sparseprop: error:") and named in lines[0], lines
 
 
 def test_flags_may_follow_the_overrides(tmp_path):

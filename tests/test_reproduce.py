@@ -104,6 +104,22 @@ def test_unknown_experiment_is_refused():
         reproduce.main(["--only", "e2_init,e9", "--dry-run"])
 
 
+@pytest.mark.parametrize("args,named", [
+    (["--only", ","], "--only ','"),
+    (["--only", ""], "--only ''"),
+    (["--outputs", ""], "--outputs"),
+    (["--jobs", "abc"], "--jobs"),
+    (["--profile", "nope"], "--profile"),
+    (["extra"], "unrecognized arguments: extra"),
+    (["--figures-only", "--dry-run"], "--dry-run cannot be used with --figures-only"),
+    (["--figures-only", "--only", "e1_masks", "--jobs", "2"], "--only, --jobs cannot"),
+])
+def test_meaningless_options_are_refused_in_one_line(args, named):
+    with pytest.raises(SparsepropError) as info:
+        reproduce.main(args)
+    assert named in str(info.value) and "\n" not in str(info.value)
+
+
 def fake_run(root, name, overrides, summary, complete=True):
     """A run directory as `sparseprop train` leaves it: Hydra's saved config, summary, records and the marker."""
     run = root / name
