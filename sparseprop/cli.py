@@ -350,7 +350,8 @@ def parse_train_args(args: list[str]) -> tuple[dict[str, str | None], list[str],
             flags[name] = None
             continue
         if not eq:
-            if i < len(args) and not args[i].startswith("-") and (takes or args[i] in (allowed or ())):
+            # An optional value is the next word unless that is an override (Hydra reads `--info bogus` so).
+            if i < len(args) and not args[i].startswith("-") and (takes or takes is None and "=" not in args[i]):
                 value = args[i]
                 given.append(value)
                 i += 1
@@ -358,6 +359,8 @@ def parse_train_args(args: list[str]) -> tuple[dict[str, str | None], list[str],
                 raise SparsepropError(f"option {name} needs a value" + (f": one of {', '.join(allowed)}" if allowed else ""))
             else:
                 value = (allowed or ("",))[0]
+                if allowed:
+                    given.append(value)  # written out, so Hydra does not take the next override for it
         if allowed and value not in allowed:
             raise SparsepropError(f"{name}={value!r} is not valid: choose one of {', '.join(allowed)}")
         if takes and not value:

@@ -191,6 +191,7 @@ CLI_BAD = [
     (["--config-name", "nope"], "--config-name"),
     (["--package", "train"], "--package"),
     (["--resolve"], "--resolve"),
+    (["--info", "bogus"], "--info='bogus'"),
     (["seed=0,1"], "-m"),
     (["hydra/launcher=nope"], "hydra/launcher"),
     (["-m", "init=glob(zz*)"], "init=glob(zz*)"),
