@@ -343,6 +343,8 @@ def parse_train_args(args: list[str]) -> tuple[dict[str, str | None], list[str],
         name = _SHORT.get(name, name)
         if name not in _FLAGS:
             raise SparsepropError(f"unknown option {a!r}; `sparseprop train --help` lists the options")
+        if name in flags:
+            raise SparsepropError(f"option {name} is given twice; give it once (Hydra would use only the last)")
         _, takes, allowed = _FLAGS[name]
         if takes is False:
             if eq:
@@ -366,6 +368,15 @@ def parse_train_args(args: list[str]) -> tuple[dict[str, str | None], list[str],
         if takes and not value:
             raise SparsepropError(f"option {name} needs a non-empty value")
         flags[name] = value
+    for flag in ("--config-dir", "--config-path"):
+        if flags.get(flag) and not Path(flags[flag]).is_dir():
+            raise SparsepropError(f"{flag}={flags[flag]!r} is not valid: no such folder; give a folder of configs")
+    rerun = flags.get("--experimental-rerun")
+    if rerun and not Path(rerun).is_file():
+        raise SparsepropError(f"--experimental-rerun={rerun!r} is not valid: no such file; give a job's saved config.pickle")
+    for flag in ("--hydra-help", "--version", "--shell-completion", "--experimental-rerun"):
+        if flag in flags and overrides:
+            raise SparsepropError(f"option {flag} takes no overrides (got {' '.join(overrides)!r}); leave them out")
     for flag, needs in (("--resolve", ("--cfg", "--help")), ("--package", ("--cfg",))):
         if flag in flags and not any(f in flags for f in needs):
             raise SparsepropError(f"option {flag} only works with {' or '.join(needs)} (to show a config)")
@@ -394,8 +405,17 @@ def check_args(args: list[str]) -> list[str]:
     flags, overrides, given = parse_train_args(args)
     # Hydra's parser wants the overrides in one run, so the flags go first wherever they were typed.
     ordered = [*given, *overrides]
-    if any(f in flags for f in ("--help", "--hydra-help", "--version", "--info", "--shell-completion", "--experimental-rerun")):
+    if any(f in flags for f in ("--hydra-help", "--version", "--shell-completion", "--experimental-rerun")):
         return ordered
+    if any(f in flags for f in ("--help", "--info")) and not overrides:
+        return ordered  # nothing to check: Hydra shows the default config
+    package = flags.get("--package")
+    if package and flags.get("--cfg") == "job" and package != "_global_":
+        from sparseprop import config
+
+        if config.unknown_keys(_nest(package, 0)):
+            raise SparsepropError(f"--package={package!r} is not valid: the job config has no {package}; "
+                                  "give a key of it (train, prune.sparsity)")
     multirun = "--multirun" in flags
     if not multirun:
         for o in _parse(overrides):

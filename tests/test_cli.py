@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from sparseprop import cli, config, data, pruning, records, train
 from sparseprop.checkpoint import load_run
+from sparseprop.errors import SparsepropError
 from sparseprop.run import Run
 from tests.conftest import mnist_root, run_cli
 
@@ -192,6 +193,7 @@ CLI_BAD = [
     (["--package", "train"], "--package"),
     (["--resolve"], "--resolve"),
     (["--info", "bogus"], "--info='bogus'"),
+    (["--config-dir", "no_such_folder"], "--config-dir"),  # would have trained with no check at all
     (["seed=0,1"], "-m"),
     (["hydra/launcher=nope"], "hydra/launcher"),
     (["-m", "init=glob(zz*)"], "init=glob(zz*)"),
@@ -228,6 +230,26 @@ def test_other_commands_refuse_bad_arguments_in_one_line(capsys, monkeypatch, ar
     lines = capsys.readouterr().err.strip().splitlines()
     assert info.value.code == 2
     assert len(lines) == 1 and lines[0].startswith("sparseprop: error:") and named in lines[0], lines
+
+
+@pytest.mark.parametrize("args,named", [
+    (["-c", "job", "--cfg", "hydra"], "option --cfg is given twice"),
+    (["--config-path", "no_such_folder"], "--config-path='no_such_folder'"),
+    (["--experimental-rerun", "no_such.pickle"], "--experimental-rerun='no_such.pickle'"),
+    (["--hydra-help", "bogus"], "--hydra-help takes no overrides"),
+    (["--version", "seed=1"], "--version takes no overrides"),
+    (["--info", "config", "seed=abc"], "seed='abc'"),
+    (["--help", "prune.sparsity=2"], "prune.sparsity=2"),
+    (["--cfg", "job", "--package", "nosuch"], "--package='nosuch'"),
+])
+def test_flag_combinations_are_checked_before_hydra(args, named):
+    with pytest.raises(SparsepropError) as info:
+        cli.check_args(["dataset=digits", *args])
+    assert named in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_bare_info_is_written_out_so_the_next_override_stays_an_override():
+    assert cli.check_args(["--info", "seed=1"]) == ["--info", "all", "seed=1"]
 
 
 def test_flags_may_follow_the_overrides(tmp_path):
