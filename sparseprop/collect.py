@@ -301,6 +301,12 @@ def parse_args(args: list[str]) -> argparse.Namespace:
 def main(args: list[str]) -> None:
     """`sparseprop collect PATH... [--out DIR] [--markdown] [--columns a,b]`."""
     opts = parse_args(args)
+    for flag, value in (("--out", opts.out), ("--columns", opts.columns)):
+        if value is not None and not value.replace(",", "").strip():
+            raise SparsepropError(f"collect: {flag} {value!r} is not valid: it names no "
+                                  + ("folder" if flag == "--out" else "column; give comma-separated column names"))
+    if opts.columns is not None and not opts.markdown:
+        raise SparsepropError("collect: --columns chooses the columns of the Markdown table; add --markdown")
     out = Path(opts.out) if opts.out else Path(os.path.commonpath([os.path.abspath(p) for p in opts.paths]))
     if opts.out is None and len(opts.paths) == 1:
         out = Path(opts.paths[0])
@@ -310,6 +316,10 @@ def main(args: list[str]) -> None:
         raise SparsepropError(f"collect: cannot write the tables into {out} (read-only or not permitted); "
                               "choose a folder with --out DIR")
     runs, layers, varying = collect(opts.paths)
+    # Checked before anything is written or printed, so a typo'd column is the only line.
+    unknown = [c for c in (opts.columns or "").split(",") if opts.columns and c not in runs.columns]
+    if unknown:
+        raise SparsepropError(f"collect: no column {', '.join(unknown)} in the table; it has {', '.join(runs.columns)}")
     records.write_csv(out / RUNS_CSV, runs)
     records.write_csv(out / LAYERS_CSV, layers)
     counts = runs.status.value_counts()
@@ -325,10 +335,6 @@ def main(args: list[str]) -> None:
             print(f"  {r.status:<9} {r.run}  {r.reason}", file=sys.stderr)
     if opts.markdown:
         columns = opts.columns.split(",") if opts.columns else default_markdown_columns(runs, varying)
-        unknown = [c for c in columns if c not in runs.columns]
-        if unknown:
-            raise SparsepropError(f"collect: no column {', '.join(unknown)} in the table; "
-                                  f"{out / RUNS_CSV} lists the columns")
         print(markdown(runs, columns))
     damaged = int((runs.status == "damaged").sum())
     if damaged:

@@ -331,6 +331,10 @@ def main(args: list[str] | None = None) -> None:
     status: dict[str, Any] = {"profile": profile.name, "description": profile.description, "n_jobs": opts.jobs,
                               "experiments": dict(previous.get("experiments", {}))}
     if opts.figures_only:
+        if not any(experiment_dir(root, profile.name, e).is_dir() for e in EXPERIMENTS):
+            raise SparsepropError(f"--outputs {root} holds no experiments of profile {profile.name} to draw "
+                                  f"({root / 'experiments' / profile.name} has none); run them first, or give "
+                                  "the --outputs and --profile they were run with")
         for key in ("wall_time_s", "estimate_s", "finished", "selected", "n_jobs"):
             if key in previous:
                 status[key] = previous[key]

@@ -107,6 +107,19 @@ def test_cli_writes_both_tables_prints_markdown_and_lists_what_did_not_complete(
         collect.main([str(partial_sweep), "--markdown", "--columns", "seed,nope"])
 
 
+@pytest.mark.parametrize("args,named", [
+    (["--columns", "seed"], "add --markdown"),  # the columns of a table that is not printed
+    (["--markdown", "--columns", ""], "--columns ''"),
+    (["--markdown", "--columns", ",,"], "--columns ',,'"),
+    (["--out", ""], "--out ''"),  # would write into the working directory
+])
+def test_meaningless_collect_options_are_refused(tmp_path, args, named):
+    with pytest.raises(SparsepropError) as info:
+        collect.main([str(tmp_path), *args])
+    assert named in str(info.value) and "\n" not in str(info.value)
+    assert not list(tmp_path.iterdir())
+
+
 def test_trees_single_runs_and_overlapping_paths_give_each_run_once(partial_sweep, tmp_path):
     tree = tmp_path / "tree"
     shutil.copytree(partial_sweep, tree / "sweeps" / "a")

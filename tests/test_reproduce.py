@@ -113,6 +113,7 @@ def test_unknown_experiment_is_refused():
     (["extra"], "unrecognized arguments: extra"),
     (["--figures-only", "--dry-run"], "--dry-run cannot be used with --figures-only"),
     (["--figures-only", "--only", "e1_masks", "--jobs", "2"], "--only, --jobs cannot"),
+    (["--figures-only", "--outputs", "no_such_folder"], "holds no experiments of profile quick"),
 ])
 def test_meaningless_options_are_refused_in_one_line(args, named):
     with pytest.raises(SparsepropError) as info:
