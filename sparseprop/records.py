@@ -192,8 +192,14 @@ def read_npz(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """Load a checkpoint without running code from it (``weights_only``); one that does not load is ``DamagedRecord``."""
+    import warnings
+
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # A file sparseprop did not write can make torch warn (an unusual pickle protocol) before refusing
+            # it; the refusal is named as one DamagedRecord, so the warning would only add lines to stderr.
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except OSError as exc:
         raise os_error(path, exc, "read") from None
     except Exception as exc:  # noqa: BLE001 - unpickling garbage raises anything; a refused payload too
@@ -238,7 +244,7 @@ def lock_holder(run_dir: str | os.PathLike) -> str | None:
     """The process id (as text) holding ``run_dir``'s lock, or None when no process holds it."""
     path = Path(run_dir) / LOCK
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
@@ -262,8 +268,12 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[bool]:
     path = run_dir / LOCK
     fd = None
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        # Never through a link: the lock file is truncated and rewritten, so a link would clobber its target.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
     except OSError as exc:
+        if exc.errno == errno.ELOOP and path.is_symlink():
+            raise RecordsError(f"{path} is a link, not the lock file sparseprop writes; remove the link, or write to "
+                               "another directory") from None
         if exc.errno in (errno.ENOTDIR, errno.ENOENT, errno.EEXIST, errno.ELOOP):
             raise RecordsError(f"{run_dir} is not a directory (a file or a dangling link)") from None
         if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
