@@ -364,6 +364,11 @@ def check_sweep(config: DictConfig) -> None:
         more = f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""
         _refuse(f"{blocked[0]} is a file or a dangling link where the sweep's job directory goes{more}; move it away, "
                 "or write the sweep to another directory (hydra.sweep.dir=...)")
+    config_file = sweep_dir / "multirun.yaml"
+    if config_file.is_symlink() or config_file.exists() and not config_file.is_file():
+        # Hydra rewrites it before the first job: through a link it would overwrite the link's target.
+        _refuse(f"{config_file} is a {'link' if config_file.is_symlink() else 'folder'}, not the sweep config Hydra "
+                "writes there; move it away, or write the sweep to another directory (hydra.sweep.dir=...)")
     if sweep_dir.is_dir() and not os.access(sweep_dir, os.W_OK | os.X_OK):
         read_only_sweep(config, sweep_dir, expected)
 

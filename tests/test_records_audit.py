@@ -156,3 +156,28 @@ def test_a_finished_sweep_on_a_real_read_only_mount(tmp_path):
         assert "Traceback" not in again.stderr and snapshot(ro) == before
     finally:
         subprocess.run(["umount", str(ro)], check=True)
+
+
+@pytest.mark.parametrize("kind", ["folder", "link"])
+def test_a_sweep_config_that_is_a_folder_or_a_link_is_refused_untouched(tmp_path, monkeypatch, capsys, kind):
+    sweep_dir, victim = tmp_path / "sweep", tmp_path / "notes.yaml"
+    sweep_dir.mkdir()
+    victim.write_text("the user's own file\n")
+    if kind == "folder":
+        (sweep_dir / "multirun.yaml").mkdir()
+    else:
+        (sweep_dir / "multirun.yaml").symlink_to(victim)
+    assert run_app(monkeypatch, *SWEEP_ARGS, f"hydra.sweep.dir={sweep_dir}") == 2
+    assert f"multirun.yaml is a {kind}" in one_error_line(capsys.readouterr().err)
+    assert victim.read_text() == "the user's own file\n" and [p.name for p in sweep_dir.iterdir()] == ["multirun.yaml"]
+
+
+def test_a_log_that_is_a_link_is_refused_and_its_target_untouched(tmp_path, monkeypatch, capsys):
+    run_dir, victim = tmp_path / "run", tmp_path / "notes.txt"
+    run_dir.mkdir()
+    victim.write_text("the user's own file\n")
+    (run_dir / records.LOG).symlink_to(victim)
+    assert run_app(monkeypatch, *TINY, "resume=false", f"hydra.run.dir={run_dir}") == 2
+    assert "train.log is a link" in one_error_line(capsys.readouterr().err)
+    assert victim.read_text() == "the user's own file\n"
+    assert not (run_dir / "summary.json").exists()
