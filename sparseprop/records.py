@@ -134,6 +134,10 @@ def read_json(path: str | os.PathLike) -> Any:
             return json.load(f)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise DamagedRecord(path, exc) from None
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # unreadable (permissions), a folder: one line naming it
+        raise os_error(path, exc, "read") from None
 
 
 def read_summary(path: str | os.PathLike) -> dict[str, Any]:
@@ -152,6 +156,10 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
         return pd.DataFrame()
     except (ValueError, pd.errors.ParserError) as exc:
         raise DamagedRecord(path, exc) from None
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise os_error(path, exc, "read") from None
 
 
 def write_csv(path: str | os.PathLike, rows: Iterable[dict[str, Any]] | pd.DataFrame,
@@ -188,6 +196,10 @@ def read_npz(path: str | os.PathLike) -> dict[str, Any]:
             return {k: z[k] for k in z.files}
     except (ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise DamagedRecord(path, exc) from None
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise os_error(path, exc, "read") from None
 
 
 def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:

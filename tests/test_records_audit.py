@@ -181,3 +181,35 @@ def test_a_log_that_is_a_link_is_refused_and_its_target_untouched(tmp_path, monk
     assert "train.log is a link" in one_error_line(capsys.readouterr().err)
     assert victim.read_text() == "the user's own file\n"
     assert not (run_dir / "summary.json").exists()
+
+
+@pytest.mark.parametrize("reader", [records.read_json, records.read_csv, records.read_npz])
+def test_a_record_that_cannot_be_read_is_one_named_error(tmp_path, reader):
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(records.RecordsError, match=f"cannot read {tmp_path / 'folder'}: "):
+        reader(tmp_path / "folder")
+    with pytest.raises(FileNotFoundError):  # absent stays absent: callers tell the two apart
+        reader(tmp_path / "absent")
+    if os.geteuid() != 0:  # root reads anything
+        (tmp_path / "locked").write_text("{}")
+        os.chmod(tmp_path / "locked", 0)
+        with pytest.raises(records.RecordsError, match="Permission denied"):
+            reader(tmp_path / "locked")
+
+
+def test_collect_lists_a_run_with_an_unreadable_summary_as_damaged(tmp_path, monkeypatch, capsys):
+    fake_run(tmp_path / "a")
+    fake_run(tmp_path / "b")
+    locked = tmp_path / "a" / "summary.json"
+    real_open = open
+
+    def open_(path, *args, **kwargs):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(records, "open", open_, raising=False)
+    with pytest.raises(SparsepropError, match="collect: 1 runs have damaged records"):
+        collect.main([str(tmp_path)])
+    assert f"cannot read {locked}: Permission denied" in capsys.readouterr().err
+    assert sorted(pd.read_csv(tmp_path / collect.RUNS_CSV).status) == ["completed", "damaged"]
