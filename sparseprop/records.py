@@ -127,8 +127,23 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
+def check_regular(path: str | os.PathLike) -> None:
+    """Refuse to read anything but a regular file: a named pipe in a record's place would block the reader for ever."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise os_error(path, exc, "read") from None
+    if not stat.S_ISREG(mode):
+        raise RecordsError(f"cannot read {path}: not a regular file")
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file written by ``write_json``; a file that does not parse raises ``DamagedRecord``."""
+    check_regular(path)
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -150,6 +165,7 @@ def read_summary(path: str | os.PathLike) -> dict[str, Any]:
 
 def read_csv(path: str | os.PathLike) -> pd.DataFrame:
     """Read a CSV record; a file that does not parse raises ``DamagedRecord`` (an empty file is an empty table)."""
+    check_regular(path)
     try:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError:
@@ -191,6 +207,7 @@ def read_npz(path: str | os.PathLike) -> dict[str, Any]:
 
     import numpy as np
 
+    check_regular(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -206,6 +223,7 @@ def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """Load a checkpoint without running code from it (``weights_only``); one that does not load is ``DamagedRecord``."""
     import warnings
 
+    check_regular(path)
     try:
         with warnings.catch_warnings():
             # A file sparseprop did not write can make torch warn (an unusual pickle protocol) before refusing

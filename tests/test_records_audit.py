@@ -213,3 +213,22 @@ def test_collect_lists_a_run_with_an_unreadable_summary_as_damaged(tmp_path, mon
         collect.main([str(tmp_path)])
     assert f"cannot read {locked}: Permission denied" in capsys.readouterr().err
     assert sorted(pd.read_csv(tmp_path / collect.RUNS_CSV).status) == ["completed", "damaged"]
+
+
+@pytest.mark.parametrize("reader", [records.read_json, records.read_csv, records.read_npz, records.load_torch])
+def test_a_named_pipe_in_a_records_place_is_refused_not_waited_on(tmp_path, reader):
+    import signal
+
+    os.mkfifo(tmp_path / "summary.json")
+
+    def hung(*_):
+        raise AssertionError("the reader waited on a named pipe")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        with pytest.raises(records.RecordsError, match="not a regular file"):
+            reader(tmp_path / "summary.json")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
