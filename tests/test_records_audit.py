@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sparseprop import collect, records, reproduce, sweep
+from sparseprop import checkpoint, collect, records, reproduce, sweep
 from sparseprop.errors import SparsepropError
 from tests.conftest import run_cli
 from tests.test_records_safety import Payload, fail_writes, one_error_line, snapshot
@@ -232,3 +232,12 @@ def test_a_named_pipe_in_a_records_place_is_refused_not_waited_on(tmp_path, read
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+def test_load_run_keeps_the_network_when_the_summary_is_not_a_summary(tmp_path, monkeypatch, no_figures):
+    out = tmp_path / "run"
+    assert run_app(monkeypatch, *TINY, f"hydra.run.dir={out}") == 0
+    for text in ("[1, 2]", '{"step": 3}'):
+        (out / "summary.json").write_text(text)
+        loaded = checkpoint.load_run(out)
+        assert loaded.summary == {} and loaded.step == 60 and loaded.masks
