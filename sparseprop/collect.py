@@ -358,8 +358,8 @@ def main(args: list[str]) -> None:
         print(f"sparseprop: {problem}", file=sys.stderr)
     damaged = int((runs.status == "damaged").sum())
     if problems and not damaged:
-        raise SparsepropError(f"collect: {len(problems)} sweep records are damaged (listed above); the tables "
-                              "list the runs on disk")
+        raise SparsepropError(f"collect: {len(problems)} damaged sweep record{'s' if len(problems) > 1 else ''} "
+                              "(listed above); the tables list the runs on disk")
     if damaged:
         raise SparsepropError(f"collect: {damaged} runs have damaged records (listed above); the tables list them "
                               "as damaged")

@@ -334,7 +334,7 @@ def read_only_sweep(config: DictConfig, sweep_dir: Path, expected: list[tuple[li
             # Keys a job's own overrides set are in its directory's name; every other key must match the sweep's.
             keys = [override_key(o) for o in overrides]
             changes = [c for c in config_changes(saved_config(sweep_dir / name), base)
-                       if not any(c == k or c.startswith((f"{k}:", f"{k}.")) for k in keys)]
+                       if not any(c.startswith((f"{k}:", f"{k}.")) for k in keys)]
             if changes:
                 stale.append(f"{name} ({changes[0]})")
         jobs.append(JobOutcome(name, state))
@@ -342,8 +342,11 @@ def read_only_sweep(config: DictConfig, sweep_dir: Path, expected: list[tuple[li
     if stale:
         _refuse(f"{where}, and its records were made with another config: {stale[0]}; write the sweep to another "
                 "directory (hydra.sweep.dir=...)")
-    if unfinished or base is None:
-        _refuse(f"{where}, and {len(unfinished)} of its {len(jobs)} jobs are not finished ({unfinished[0] if unfinished else ''}); "
+    if base is None:
+        _refuse(f"{where}, and the sweep's config cannot be compared with its records; write the sweep to another "
+                "directory (hydra.sweep.dir=...)")
+    if unfinished:
+        _refuse(f"{where}, and {len(unfinished)} of its {len(jobs)} jobs are not finished ({unfinished[0]}); "
                 "write the sweep to another directory (hydra.sweep.dir=...)")
     global last_report
     last_report = SweepOutcome(sweep_dir, jobs)

@@ -62,7 +62,7 @@ def test_collect_names_a_damaged_multirun_yaml_and_still_tabulates(tmp_path, cap
         path.mkdir()
     else:
         path.write_bytes({"garbage": b"\xff\x00{[", "list": b"[1, 2]\n", "not a sweep": b"hydra: 3\n"}[damage])
-    with pytest.raises(SparsepropError, match="collect: 1 sweep records are damaged"):
+    with pytest.raises(SparsepropError, match="collect: 1 damaged sweep record "):
         collect.main([str(tmp_path / "sweep")])
     err = capsys.readouterr().err
     assert f"{path} is damaged" in err
