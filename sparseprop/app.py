@@ -140,6 +140,10 @@ def task(cfg: DictConfig) -> dict:
         with records.run_lock(out) as writable:
             if not writable:
                 return read_only_job(out, cfg, single)
+            if (out / records.LOG).is_symlink():
+                # The job's log handler appends to it: through a link it would write into the link's target.
+                raise records.RecordsError(f"{out / records.LOG} is a link, not the log sparseprop writes; remove the "
+                                           "link, or write to another directory")
             foreign = [name for name in records.record_files() if (out / name).exists()]
             if foreign and not ours:
                 # Its files would be overwritten or deleted; they are not sparseprop's to touch. Nor is the

@@ -58,8 +58,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     summary: dict[str, Any] = {}
     if summary_path.is_file():
         try:
-            summary = records.read_json(summary_path)
-        except records.DamagedRecord as exc:  # the network is whole; only its summary is lost
+            summary = records.read_summary(summary_path)
+        except SparsepropError as exc:  # damaged or unreadable: the network is whole; only its summary is lost
             logging.getLogger("sparseprop").warning("%s; loaded without it", exc)
     return LoadedRun(model, masks, cfg, summary, step)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from sparseprop import records, sweep
 from sparseprop.config import GROUPS
@@ -57,8 +57,23 @@ def _sweep_of(run_dir: Path) -> Path | None:
     return parent if (parent / "multirun.yaml").is_file() else None
 
 
-def discover(paths: Iterable[str | Path]) -> list[Found]:
-    """Every run under ``paths`` (run, sweep or any tree), plus the jobs a sweep's multirun.yaml expects but lacks."""
+def read_sweep_config(path: Path) -> DictConfig:
+    """The ``hydra`` node of a sweep's ``multirun.yaml``; one that does not parse or is no sweep config is damaged."""
+    try:
+        hydra_cfg = OmegaConf.load(path).hydra
+        if not isinstance(hydra_cfg, DictConfig):
+            raise ValueError("its hydra key is not a mapping")
+        return hydra_cfg
+    except Exception as exc:  # noqa: BLE001 - YAML and OmegaConf raise many kinds of errors on a damaged file
+        raise records.DamagedRecord(path, exc) from None
+
+
+def discover(paths: Iterable[str | Path], problems: list[str] | None = None) -> list[Found]:
+    """Every run under ``paths`` (run, sweep or any tree), plus the jobs a sweep's multirun.yaml expects but lacks.
+
+    A damaged ``multirun.yaml`` costs only the list of its missing jobs; it is named in ``problems``.
+    """
+    problems = [] if problems is None else problems
     found: dict[Path, Found] = {}
     sweeps: set[Path] = set()
     for p in map(Path, paths):
@@ -73,13 +88,17 @@ def discover(paths: Iterable[str | Path]) -> list[Found]:
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             if "multirun.yaml" in files:
                 sweeps.add(here)
+            elif "multirun.yaml" in dirs or (here / "multirun.yaml").is_symlink():
+                problems.append(f"{here / 'multirun.yaml'} is damaged (not a file); the jobs of that sweep that "
+                                "never started are not listed")
             if here != p and is_run_dir(here):
                 found.setdefault(here.resolve(), Found(here, _sweep_of(here)))
                 dirs[:] = []
     for s in sorted(sweeps):
         try:
-            hydra_cfg = OmegaConf.load(s / "multirun.yaml").hydra
-        except Exception:  # noqa: BLE001 - a damaged multirun.yaml only costs the list of missing jobs
+            hydra_cfg = read_sweep_config(s / "multirun.yaml")
+        except SparsepropError as exc:  # it only costs the list of missing jobs, and is named
+            problems.append(f"{exc}; the jobs of that sweep that never started are not listed")
             continue
         for i, (overrides, name) in enumerate(sweep.expected_jobs(hydra_cfg) or []):
             key = (s / name).resolve()
@@ -243,10 +262,14 @@ def layer_rows(f: Found, run: dict[str, Any], keep: list[str]) -> list[dict[str,
     return out
 
 
-def collect(paths: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """(runs table, per-layer table, varying config columns) of every run under ``paths``, unfinished ones included."""
+def collect(paths: Iterable[str | Path],
+            problems: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(runs table, per-layer table, varying config columns) of every run under ``paths``, unfinished ones included.
+
+    Damaged records that are not a run's (a sweep's ``multirun.yaml``) are named in ``problems``.
+    """
     paths = list(paths)
-    found = discover(paths)
+    found = discover(paths, problems)
     if not found:
         raise SparsepropError(f"no sparseprop runs under {', '.join(map(str, paths))}: a run directory holds "
                               ".hydra/config.yaml, summary.json or checkpoint.pt")
@@ -315,7 +338,8 @@ def main(args: list[str]) -> None:
     if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
         raise SparsepropError(f"collect: cannot write the tables into {out} (read-only or not permitted); "
                               "choose a folder with --out DIR")
-    runs, layers, varying = collect(opts.paths)
+    problems: list[str] = []
+    runs, layers, varying = collect(opts.paths, problems)
     # Checked before anything is written or printed, so a typo'd column is the only line.
     unknown = [c for c in (opts.columns or "").split(",") if opts.columns and c not in runs.columns]
     if unknown:
@@ -336,7 +360,12 @@ def main(args: list[str]) -> None:
     if opts.markdown:
         columns = opts.columns.split(",") if opts.columns else default_markdown_columns(runs, varying)
         print(markdown(runs, columns))
+    for problem in problems:
+        print(f"sparseprop: {problem}", file=sys.stderr)
     damaged = int((runs.status == "damaged").sum())
+    if problems and not damaged:
+        raise SparsepropError(f"collect: {len(problems)} damaged sweep record{'s' if len(problems) > 1 else ''} "
+                              "(listed above); the tables list the runs on disk")
     if damaged:
         raise SparsepropError(f"collect: {damaged} runs have damaged records (listed above); the tables list them "
                               "as damaged")

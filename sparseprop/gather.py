@@ -31,8 +31,11 @@ def _short_names(frame: pd.DataFrame) -> pd.DataFrame:
 def gather(sweep_dir: str | Path, out_dir: str | Path, masks: bool = False) -> pd.DataFrame:
     """Write runs.csv, layers.csv and metrics.csv (and masks.npz if asked) of the sweep into ``out_dir``; returns runs."""
     sweep_dir, out_dir = Path(sweep_dir), Path(out_dir)
+    problems: list[str] = []
     try:
-        runs, layers, _ = collect.collect([sweep_dir])
+        runs, layers, _ = collect.collect([sweep_dir], problems)
+        for problem in problems:
+            print(f"sparseprop: {problem}", file=sys.stderr)
     except SparsepropError:  # no run directory yet: nothing ran
         runs, layers = pd.DataFrame(columns=["job", "status"]), pd.DataFrame()
     runs, layers = _short_names(runs), _short_names(layers)

@@ -127,13 +127,32 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
+def check_regular(path: str | os.PathLike) -> None:
+    """Refuse to read anything but a regular file: a named pipe in a record's place would block the reader for ever."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise os_error(path, exc, "read") from None
+    if not stat.S_ISREG(mode):
+        raise RecordsError(f"cannot read {path}: not a regular file")
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file written by ``write_json``; a file that does not parse raises ``DamagedRecord``."""
+    check_regular(path)
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise DamagedRecord(path, exc) from None
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # unreadable (permissions), a folder: one line naming it
+        raise os_error(path, exc, "read") from None
 
 
 def read_summary(path: str | os.PathLike) -> dict[str, Any]:
@@ -146,12 +165,17 @@ def read_summary(path: str | os.PathLike) -> dict[str, Any]:
 
 def read_csv(path: str | os.PathLike) -> pd.DataFrame:
     """Read a CSV record; a file that does not parse raises ``DamagedRecord`` (an empty file is an empty table)."""
+    check_regular(path)
     try:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except (ValueError, pd.errors.ParserError) as exc:
         raise DamagedRecord(path, exc) from None
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise os_error(path, exc, "read") from None
 
 
 def write_csv(path: str | os.PathLike, rows: Iterable[dict[str, Any]] | pd.DataFrame,
@@ -183,17 +207,29 @@ def read_npz(path: str | os.PathLike) -> dict[str, Any]:
 
     import numpy as np
 
+    check_regular(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise DamagedRecord(path, exc) from None
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise os_error(path, exc, "read") from None
 
 
 def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """Load a checkpoint without running code from it (``weights_only``); one that does not load is ``DamagedRecord``."""
+    import warnings
+
+    check_regular(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # A file sparseprop did not write can make torch warn (an unusual pickle protocol) before refusing
+            # it; the refusal is named as one DamagedRecord, so the warning would only add lines to stderr.
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except OSError as exc:
         raise os_error(path, exc, "read") from None
     except Exception as exc:  # noqa: BLE001 - unpickling garbage raises anything; a refused payload too
@@ -238,7 +274,7 @@ def lock_holder(run_dir: str | os.PathLike) -> str | None:
     """The process id (as text) holding ``run_dir``'s lock, or None when no process holds it."""
     path = Path(run_dir) / LOCK
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
@@ -262,8 +298,12 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[bool]:
     path = run_dir / LOCK
     fd = None
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        # Never through a link: the lock file is truncated and rewritten, so a link would clobber its target.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
     except OSError as exc:
+        if exc.errno == errno.ELOOP and path.is_symlink():
+            raise RecordsError(f"{path} is a link, not the lock file sparseprop writes; remove the link, or write to "
+                               "another directory") from None
         if exc.errno in (errno.ENOTDIR, errno.ENOENT, errno.EEXIST, errno.ELOOP):
             raise RecordsError(f"{run_dir} is not a directory (a file or a dangling link)") from None
         if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):

@@ -197,9 +197,18 @@ def data_problem(experiment: str) -> str:
 def _finished(run_dir: Path) -> bool:
     """Whether a job has ended, well or not (COMPLETE, or a summary that says it failed)."""
     try:
-        return records.is_complete(run_dir) or records.read_json(run_dir / "summary.json").get("status") == "failed"
-    except (OSError, ValueError):
+        return records.is_complete(run_dir) or records.read_summary(run_dir / "summary.json")["status"] == "failed"
+    except (OSError, ValueError, SparsepropError):
         return False
+
+
+def read_status(path: Path) -> dict[str, Any]:
+    """The ``status.json`` an earlier call wrote: an object whose ``experiments`` maps names to objects."""
+    status = records.read_json(path)
+    if not isinstance(status, dict) or not isinstance(status.get("experiments", {}), dict) \
+            or not all(isinstance(v, dict) for v in status.get("experiments", {}).values()):
+        raise records.DamagedRecord(path, ValueError("not a status written by reproduce; remove it to start afresh"))
+    return status
 
 
 def run_sweep(plan: Plan, n_jobs: int, bar: Any) -> tuple[int, str]:
@@ -327,7 +336,7 @@ def main(args: list[str] | None = None) -> None:
     if unknown:
         raise SparsepropError(f"--only {','.join(unknown)}: unknown experiment; choose from {', '.join(EXPERIMENTS)}")
     status_path = root / "collected" / profile.name / "status.json"
-    previous = records.read_json(status_path) if status_path.is_file() else {}
+    previous = read_status(status_path) if status_path.is_file() else {}
     status: dict[str, Any] = {"profile": profile.name, "description": profile.description, "n_jobs": opts.jobs,
                               "experiments": dict(previous.get("experiments", {}))}
     if opts.figures_only:

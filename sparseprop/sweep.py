@@ -300,11 +300,88 @@ def clean_shared_memory(root: Path = Path("/dev/shm")) -> list[str]:
     return gone
 
 
+def _refuse(message: str) -> None:
+    """Bad input found before any job ran: one line on stderr and exit code 2 (Hydra does not catch SystemExit)."""
+    print(f"sparseprop: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _base_config(config: DictConfig) -> dict[str, Any] | None:
+    """The sweep's config without its ``hydra`` node, resolved where possible (None when it cannot be read)."""
+    try:
+        plain = OmegaConf.to_container(config, resolve=False)
+        plain.pop("hydra", None)
+        node = OmegaConf.create(plain)
+        try:
+            return OmegaConf.to_container(node, resolve=True)
+        except Exception:  # noqa: BLE001 - an interpolation that needs a running job: keep it as written
+            return OmegaConf.to_container(node, resolve=False)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def read_only_sweep(config: DictConfig, sweep_dir: Path, expected: list[tuple[list[str], str]] | None) -> None:
+    """A sweep directory that cannot be written: when every job finished with this config, report and end (nothing
+    runs, nothing is written); otherwise refuse. Hydra would write multirun.yaml into it before any job starts."""
+    where = f"cannot write to {sweep_dir} (read-only or not permitted)"
+    if expected is None:
+        _refuse(f"{where}; write the sweep to another directory (hydra.sweep.dir=...)")
+    base = _base_config(config)
+    jobs, stale = [], []
+    for overrides, name in expected:
+        state = status_of(sweep_dir / name)
+        if state.status in FINISHED and base is not None:
+            # Keys a job's own overrides set are in its directory's name; every other key must match the sweep's.
+            keys = [override_key(o) for o in overrides]
+            changes = [c for c in config_changes(saved_config(sweep_dir / name), base)
+                       if not any(c.startswith((f"{k}:", f"{k}.")) for k in keys)]
+            if changes:
+                stale.append(f"{name} ({changes[0]})")
+        jobs.append(JobOutcome(name, state))
+    unfinished = [j.job for j in jobs if j.state.status not in FINISHED]
+    if stale:
+        _refuse(f"{where}, and its records were made with another config: {stale[0]}; write the sweep to another "
+                "directory (hydra.sweep.dir=...)")
+    if base is None:
+        _refuse(f"{where}, and the sweep's config cannot be compared with its records; write the sweep to another "
+                "directory (hydra.sweep.dir=...)")
+    if unfinished:
+        _refuse(f"{where}, and {len(unfinished)} of its {len(jobs)} jobs are not finished ({unfinished[0]}); "
+                "write the sweep to another directory (hydra.sweep.dir=...)")
+    global last_report
+    last_report = SweepOutcome(sweep_dir, jobs)
+    print(f"sparseprop: {sweep_dir} is read-only and every job in it is finished: nothing was run", file=sys.stderr)
+    print_report(last_report)
+    sys.exit(UNFINISHED_EXIT if last_report.unfinished else 0)
+
+
+def check_sweep(config: DictConfig) -> None:
+    """Before any job runs, refuse a sweep whose job directories are files or dangling links (Hydra would raise at
+    its mkdir), and settle a sweep directory that cannot be written (``read_only_sweep``)."""
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    expected = expected_jobs(config.hydra)
+    blocked = [sweep_dir / name for _, name in expected or []
+               if (sweep_dir / name).is_symlink() and not (sweep_dir / name).exists()
+               or (sweep_dir / name).exists() and not (sweep_dir / name).is_dir()]
+    if blocked:
+        more = f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""
+        _refuse(f"{blocked[0]} is a file or a dangling link where the sweep's job directory goes{more}; move it away, "
+                "or write the sweep to another directory (hydra.sweep.dir=...)")
+    config_file = sweep_dir / "multirun.yaml"
+    if config_file.is_symlink() or config_file.exists() and not config_file.is_file():
+        # Hydra rewrites it before the first job: through a link it would overwrite the link's target.
+        _refuse(f"{config_file} is a {'link' if config_file.is_symlink() else 'folder'}, not the sweep config Hydra "
+                "writes there; move it away, or write the sweep to another directory (hydra.sweep.dir=...)")
+    if sweep_dir.is_dir() and not os.access(sweep_dir, os.W_OK | os.X_OK):
+        read_only_sweep(config, sweep_dir, expected)
+
+
 class SweepReport(Callback):
     """Hydra callback (conf/train.yaml): after a sweep, report the jobs that did not complete."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Clear what killed joblib sweeps left in shared memory before this one adds its own."""
+        """Check the sweep's directories, then clear what killed joblib sweeps left in shared memory."""
+        check_sweep(config)
         clean_shared_memory()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
