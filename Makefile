@@ -23,8 +23,8 @@ install: $(STAMP)  ## create .venv and install sparseprop with its test tools an
 train: $(STAMP)  ## run the default experiment (MNIST, MLP-7 tanh, SNIP 90%); extra overrides via ARGS="..."
 	$(BIN)/sparseprop train $(ARGS)
 
-test: $(STAMP)  ## fast test suite (a few minutes on 2 cores)
-	$(BIN)/python -m pytest -q $(ARGS)
+test: $(STAMP)  ## fast test suite, one worker per core (under 2 minutes on 2 cores)
+	$(BIN)/python -m pytest -q -n auto $(ARGS)
 
 test-slow: $(STAMP)  ## only the slow tests: real MNIST and end-to-end subprocess runs
 	$(BIN)/python -m pytest -q -m slow $(ARGS)
