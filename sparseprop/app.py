@@ -15,6 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sparseprop import config, records, sweep
+from sparseprop.args import parse_train_args
 from sparseprop.config import CONF_DIR
 from sparseprop.errors import SparsepropError
 
@@ -224,12 +225,10 @@ def run_job(cfg: DictConfig, out: Path, hc: Any, single: bool) -> dict:
 def check_output_dir(args: list[str]) -> None:
     """Refuse, before Hydra starts, a ``hydra.run.dir`` / ``hydra.sweep.dir`` that is empty, a file or a dangling
     link, or that does not exist and cannot be made (a read-only place)."""
-    from sparseprop.cli import split_args
-
-    overrides, multirun, skip = split_args(args)
-    if skip or any(a in ("--cfg", "-c") for a in args):
+    flags, overrides, _ = parse_train_args(args)
+    if any(f in flags for f in ("--help", "--hydra-help", "--info", "--version", "--shell-completion", "--cfg")):
         return  # help, info or the config printed: nothing is written
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    key = "hydra.sweep.dir" if "--multirun" in flags else "hydra.run.dir"
     given = [o for o in overrides if sweep.override_key(o) == key]
     # Without one, runs go under outputs/ (conf/train.yaml; a sweep gets outputs/sweeps/<name> from main).
     for o in given or [f"{key}=outputs"]:

@@ -14,6 +14,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from sparseprop import records, sweep
+from sparseprop.args import ArgumentParser
 from sparseprop.config import GROUPS
 from sparseprop.errors import SparsepropError
 
@@ -305,14 +306,9 @@ def default_markdown_columns(runs: pd.DataFrame, varying: list[str]) -> list[str
     return [*(varying or ["run"]), "status", *(c for c in MARKDOWN_METRICS if c in runs.columns)]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line and exit 2, like every other bad input
-        raise SparsepropError(f"collect: {message}; `sparseprop collect --help` shows the usage")
-
-
 def parse_args(args: list[str]) -> argparse.Namespace:
     """The options of `sparseprop collect`."""
-    p = _Parser(prog="sparseprop collect", description="Gather runs into results.csv (one row per run) and "
+    p = ArgumentParser(prog="sparseprop collect", description="Gather runs into results.csv (one row per run) and "
                 "results_layers.csv (one row per run and layer); lists partial, failed and missing runs.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="run directories, sweep directories or trees of them")
     p.add_argument("-o", "--out", help="folder for the two CSV files (default: PATH, or the common folder of several)")

@@ -350,7 +350,7 @@ def check_sizes(cfg: DictConfig, memory: bool = True) -> None:
     Every split must hold an example, the batches and signal examples must fit the training
     split, pruning must keep at least one weight, and (with ``memory``) the run must fit here.
     """
-    from sparseprop import data, pruning, run
+    from sparseprop import data, pruning
 
     names = {cfg.dataset.name, cfg.prune.dataset or cfg.dataset.name}
     if any(n not in data.SHAPES for n in names):

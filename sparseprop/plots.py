@@ -214,7 +214,7 @@ def main(args: list[str]) -> None:
     """`sparseprop plot RUN_DIR...`: draw each run's own figures from its records (e.g. runs made with figures=false)."""
     import sys
 
-    from sparseprop.cli import ArgumentParser
+    from sparseprop.args import ArgumentParser
     from sparseprop.errors import SparsepropError
 
     parser = ArgumentParser(prog="sparseprop plot", description=main.__doc__.split(": ", 1)[1])

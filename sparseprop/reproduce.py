@@ -295,7 +295,7 @@ def _folder(value: str) -> Path:
 
 def parse(args: list[str]) -> argparse.Namespace:
     """The command-line options of `scripts/reproduce.py`."""
-    from sparseprop.cli import ArgumentParser
+    from sparseprop.args import ArgumentParser
 
     p = ArgumentParser(prog="reproduce", description="Run the paper's CPU-sized experiments, collect, draw, judge.")
     p.add_argument("--profile", choices=sorted(PROFILES), default="quick", help="settings to run (default quick)")

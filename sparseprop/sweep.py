@@ -14,6 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from sparseprop import records
+from sparseprop.args import parse_train_args
 from sparseprop.errors import SparsepropError
 
 # Keys that say how or where a job runs, not what it computes: they never name a job or a sweep
@@ -80,10 +81,8 @@ def sweep_name(overrides: list[str]) -> str:
 
 def with_sweep_dir(args: list[str]) -> list[str]:
     """The arguments of `sparseprop train`, plus ``hydra.sweep.dir=outputs/sweeps/<name>`` for a sweep without one."""
-    from sparseprop.cli import split_args
-
-    overrides, multirun, _ = split_args(args)
-    if not multirun or any(override_key(o) == "hydra.sweep.dir" for o in overrides):
+    flags, overrides, _ = parse_train_args(args)
+    if "--multirun" not in flags or any(override_key(o) == "hydra.sweep.dir" for o in overrides):
         return list(args)
     # Quoted, because a name holds ',' and '=' which Hydra's override grammar would otherwise parse.
     extra = f"hydra.sweep.dir='{SWEEPS_DIR}/{sweep_name(overrides)}'"

@@ -6,12 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
 
-from sparseprop import inits, models
+from sparseprop import inits, models, plots
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,3 +54,21 @@ def _threads():
     """Tests run single-threaded: small tensors are faster so and results do not depend on the core count."""
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture
+def no_figures(monkeypatch):
+    """Figures cost a second per run and are tested elsewhere."""
+    monkeypatch.setattr(plots, "run_figures", lambda out: None)
+
+
+@contextmanager
+def read_only_view(src: Path, view: Path) -> Iterator[Path]:
+    """``src`` bind-mounted read-only at ``view`` (made here) for the block; skips the test where mounting is not allowed."""
+    view.mkdir()
+    if subprocess.run(["mount", "-o", "bind,ro", str(src), str(view)], capture_output=True).returncode != 0:
+        pytest.skip("this machine does not allow bind mounts")
+    try:
+        yield view
+    finally:
+        subprocess.run(["umount", str(view)], check=True)

@@ -1,6 +1,5 @@
 """End to end: the installed console script, and whole runs in-process."""
 
-import json
 import os
 
 import pandas as pd
@@ -8,7 +7,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from sparseprop import cli, config, data, pruning, records, train
+from sparseprop import cli, config, data, records, train
 from sparseprop.checkpoint import load_run
 from sparseprop.errors import SparsepropError
 from sparseprop.run import Run

@@ -15,8 +15,8 @@ import torch
 
 from sparseprop import checkpoint, collect, data, plots, records, reproduce, sweep
 from sparseprop.errors import SparsepropError
-from tests.conftest import REPO, run_cli, sparseprop_exe
-from tests.test_sweep import TINY, Killed, assert_same_run, kill_at, no_figures, run_app, tiny  # noqa: F401
+from tests.conftest import REPO, read_only_view, run_cli, sparseprop_exe
+from tests.test_sweep import TINY, Killed, assert_same_run, kill_at, run_app, tiny
 
 
 def snapshot(run_dir: Path) -> dict[str, tuple[bytes, int]]:
@@ -414,12 +414,9 @@ def test_shared_memory_of_dead_sweeps_only_is_cleaned(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")
 def test_on_a_real_read_only_mount(tmp_path, capsys):
-    src, ro = tmp_path / "src", tmp_path / "ro"
+    src = tmp_path / "src"
     assert run_cli("train", *TINY, "figures=false", f"hydra.run.dir={src / 'done'}").returncode == 0
-    ro.mkdir()
-    if subprocess.run(["mount", "-o", "bind,ro", str(src), str(ro)], capture_output=True).returncode != 0:
-        pytest.skip("this machine does not allow bind mounts")
-    try:
+    with read_only_view(src, tmp_path / "ro") as ro:
         before = snapshot(ro / "done")
         skipped = run_cli("train", *TINY, "figures=false", f"hydra.run.dir={ro / 'done'}")
         assert skipped.returncode == 0 and skipped.stderr == "" and snapshot(ro / "done") == before
@@ -429,8 +426,6 @@ def test_on_a_real_read_only_mount(tmp_path, capsys):
             result = run_cli(*args) if args[0] == "collect" else run_cli("train", *TINY, *args)
             assert result.returncode == 2 and expected in one_error_line(result.stderr), result.stderr
         assert snapshot(ro / "done") == before and not (ro / "new").exists()
-    finally:
-        subprocess.run(["umount", str(ro)], check=True)
 
 
 @pytest.mark.slow

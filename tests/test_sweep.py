@@ -18,7 +18,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from sparseprop import app, config, plots, records, sweep, train
+from sparseprop import app, config, records, sweep, train
 from sparseprop.run import CHECKPOINT
 from tests.conftest import REPO, run_cli, sparseprop_exe
 
@@ -53,12 +53,6 @@ def run_app(monkeypatch, *args: str) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0
-
-
-@pytest.fixture
-def no_figures(monkeypatch):
-    """Figures cost a second per run and are tested elsewhere."""
-    monkeypatch.setattr(plots, "run_figures", lambda out: None)
 
 
 def kill_at(monkeypatch, step: int) -> None:
