@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sparseprop import sweep
+from sparseprop.sweeps import sweep
 
 
 def have_mnist() -> bool:

@@ -2,9 +2,9 @@
 
 import sys
 
-from sparseprop.cli import fail
+from sparseprop.cli.main import fail
 from sparseprop.errors import SparsepropError
-from sparseprop.reproduce import main
+from sparseprop.paper.reproduce import main
 
 if __name__ == "__main__":
     try:

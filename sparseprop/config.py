@@ -218,7 +218,7 @@ def validate(cfg: DictConfig, memory: bool = True) -> None:
                 "train.eval_interval", "train.checkpoint_interval", "train.log_interval", "train.best_of_last",
                 "signal.layer_examples"):
         _positive_int(cfg, key)
-    from sparseprop import run
+    from sparseprop.runner import run
 
     lo, hi = run.seed_range()
     _positive_int(cfg, "seed", minimum=lo, maximum=hi)
@@ -411,7 +411,8 @@ _NETWORKS: dict[str, _Network] = {}
 
 def _network(cfg: DictConfig, shape: Any) -> _Network:
     """The configured network on the meta device with its prunable counts, made once per distinct network."""
-    from sparseprop import pruning, run
+    from sparseprop import pruning
+    from sparseprop.runner import run
 
     key = repr((OmegaConf.to_container(cfg.arch), OmegaConf.to_container(cfg.activation), shape))
     if key not in _NETWORKS:
@@ -430,7 +431,7 @@ def _network(cfg: DictConfig, shape: Any) -> _Network:
 
 def check_memory(cfg: DictConfig, model: Any, shape: Any, sizes: tuple[int, int, int]) -> None:
     """Refuse a run whose estimated peak memory exceeds what is available on its device."""
-    from sparseprop import run
+    from sparseprop.runner import run
 
     need = run.memory_estimate(cfg, model, shape, sizes)
     device = run.resolve_device(cfg.device)

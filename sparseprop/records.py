@@ -27,7 +27,7 @@ PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 LOG = "train.log"
 # Held (fcntl.flock) by the one process writing a run directory; it holds that process's id.
 LOCK = ".sparseprop.lock"
-# The figures a run draws of itself, each as PNG and PDF (sparseprop.plots.run_figures).
+# The figures a run draws of itself, each as PNG and PDF (sparseprop.runner.plots.run_figures).
 FIGURES = ("training_curves", "layer_kept", "jsv_histogram", "layer_jsv", "jsv_training", "isometry_curve")
 # Every record file a run writes besides its figures, its log, its lock and .hydra/.
 DATA_FILES = ("summary.json", "metrics.csv", "layers.csv", "signal.csv", "isometry.csv", "spectra.npz",

@@ -13,7 +13,8 @@ from typing import Iterator
 import pytest
 import torch
 
-from sparseprop import inits, models, plots
+from sparseprop import inits, models
+from sparseprop.runner import plots
 
 REPO = Path(__file__).resolve().parent.parent
 

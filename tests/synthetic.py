@@ -1,4 +1,4 @@
-"""Synthetic collected results (the tables sparseprop.gather writes), with known values, for figure and verdict tests."""
+"""Synthetic collected results (the tables sparseprop.paper.gather writes), with known values, for figure and verdict tests."""
 
 from __future__ import annotations
 

@@ -6,8 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sparseprop import claims, judge, report, tables
-from sparseprop.judge import FAILS, HOLDS, SKIPPED, UNSURE
+from sparseprop.paper import claims
+from sparseprop.paper import judge
+from sparseprop.paper import report
+from sparseprop.paper import tables
+from sparseprop.paper.judge import FAILS, HOLDS, SKIPPED, UNSURE
 from tests import synthetic
 
 

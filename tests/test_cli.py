@@ -7,10 +7,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from sparseprop import cli, config, data, records, train
-from sparseprop.checkpoint import load_run
+from sparseprop import config, data, records, train
+from sparseprop.cli import main as cli
+from sparseprop.runner.checkpoint import load_run
 from sparseprop.errors import SparsepropError
-from sparseprop.run import Run
+from sparseprop.runner.run import Run
 from tests.conftest import mnist_root, run_cli
 
 TINY = ["dataset=digits", "arch.depth=3", "arch.width=32", "train.iterations=200", "train.eval_interval=50",
@@ -159,7 +160,7 @@ def test_plot_rejects_a_directory_without_records(tmp_path):
 
 
 def test_layer_table_saliency_statistics_match_a_brute_force_quantile():
-    from sparseprop.run import layer_table
+    from sparseprop.runner.run import layer_table
 
     torch.manual_seed(0)
     params = {"w": torch.nn.Parameter(torch.randn(7, 13)), "b": torch.nn.Parameter(torch.randn(7))}

@@ -8,9 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sparseprop import cli, collect, plots, records, sweep
+from sparseprop import records
+from sparseprop.cli import main as cli
+from sparseprop.sweeps import collect
+from sparseprop.runner import plots
+from sparseprop.sweeps import sweep
 from sparseprop.errors import SparsepropError
-from sparseprop.run import Run
+from sparseprop.runner.run import Run
 from tests.test_sweep import Killed, run_app, tiny
 
 SIGNAL = ("signal.stages=[init,final]", "signal.examples=100", "signal.layer_examples=30")

@@ -2,7 +2,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from sparseprop import cli, config, data, inits, isometry, models, pruning
+from sparseprop import config, data, inits, isometry, models, pruning
+from sparseprop.cli import main as cli
 from sparseprop.errors import SparsepropError
 
 REGISTRIES = {
@@ -254,7 +255,7 @@ def test_sparsity_bound_is_where_the_kept_count_reaches_zero():
     # m counted on a real (CPU) network, independently of the meta-device layout the check uses.
     cfg = _compose(["dataset=digits"])
     splits = data.load("digits", "unused")
-    from sparseprop.run import build
+    from sparseprop.runner.run import build
 
     m = sum(p.numel() for p in pruning.prunable_parameters(build(cfg, splits)).values())
     assert m == 64 * 100 + 100 + 5 * (100 * 100 + 100) + 100 * 10 + 10
@@ -274,7 +275,7 @@ def _compose(overrides):
 
 
 def test_seed_range_is_what_torch_generators_accept():
-    from sparseprop import run
+    from sparseprop.runner import run
 
     lo, hi = run.seed_range()
     for seed in (lo, hi):  # every stream of the extreme seeds can be made
@@ -310,7 +311,7 @@ def test_declared_mnist_sizes_equal_the_loaded_splits():
 
 
 def test_memory_estimate_counts_the_network_in_closed_form():
-    from sparseprop import run
+    from sparseprop.runner import run
 
     cfg = _compose(["arch.depth=4", "arch.width=50"])
     shape = data.SHAPES["mnist"]
@@ -325,7 +326,7 @@ def test_memory_estimate_counts_the_network_in_closed_form():
 
 
 def test_paper_runs_fit_and_a_huge_network_is_refused(monkeypatch):
-    from sparseprop import run
+    from sparseprop.runner import run
 
     cfg = _compose(["dataset=digits"])
     config.validate(cfg)  # the default network checks against this machine's memory
@@ -389,7 +390,7 @@ def test_applied_value_overrides_equal_hydras_composition(overrides):
 
 
 def test_memory_is_checked_up_front_only_for_jobs_run_here(monkeypatch):
-    from sparseprop import run
+    from sparseprop.runner import run
 
     monkeypatch.setattr(run, "available_memory", lambda device: 2**30)
     big = ["dataset=digits", "arch.width=20000"]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from sparseprop import cli, data
+from sparseprop import data
+from sparseprop.cli import main as cli
 from sparseprop.errors import SparsepropError
 from tests.conftest import mnist_root
 

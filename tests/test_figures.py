@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from matplotlib.container import BarContainer
 
-from sparseprop import figures
-from sparseprop.plots import plt
+from sparseprop.paper import figures
+from sparseprop.runner.plots import plt
 from tests import synthetic
 
 

@@ -112,7 +112,7 @@ def test_normal_rejects_a_variance_that_is_not_finite_and_positive(bad):
 
 @pytest.mark.parametrize("bad", ["0", "-1", "inf", "nan"])
 def test_command_line_refuses_a_bad_normal_variance_before_running(bad):
-    from sparseprop import cli
+    from sparseprop.cli import main as cli
 
     with pytest.raises(SparsepropError) as info:
         cli.check(["dataset=digits", "init=normal", f"init.scale={bad}"])

@@ -6,9 +6,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from sparseprop import config, data, propagation, records
-from sparseprop.checkpoint import load_run
-from sparseprop.run import Run
+from sparseprop import config, data, records
+from sparseprop.signal import measure as propagation
+from sparseprop.runner.checkpoint import load_run
+from sparseprop.runner.run import Run
 
 SMALL = ["dataset=digits", "arch.depth=3", "arch.width=16", "progress=false", "signal.examples=40", "signal.layer_examples=15"]
 

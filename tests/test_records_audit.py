@@ -10,7 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sparseprop import checkpoint, collect, records, reproduce, sweep
+from sparseprop import records
+from sparseprop.runner import checkpoint
+from sparseprop.sweeps import collect
+from sparseprop.paper import reproduce
+from sparseprop.sweeps import sweep
 from sparseprop.errors import SparsepropError
 from tests.conftest import read_only_view, run_cli
 from tests.test_records_safety import Payload, fail_writes, one_error_line, snapshot

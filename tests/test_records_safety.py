@@ -13,7 +13,12 @@ import pandas as pd
 import pytest
 import torch
 
-from sparseprop import checkpoint, collect, data, plots, records, reproduce, sweep
+from sparseprop import data, records
+from sparseprop.runner import checkpoint
+from sparseprop.sweeps import collect
+from sparseprop.runner import plots
+from sparseprop.paper import reproduce
+from sparseprop.sweeps import sweep
 from sparseprop.errors import SparsepropError
 from tests.conftest import REPO, read_only_view, run_cli, sparseprop_exe
 from tests.test_sweep import TINY, Killed, assert_same_run, kill_at, run_app, tiny

@@ -7,7 +7,10 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from sparseprop import config, costs, gather, records, reproduce
+from sparseprop import config, records
+from sparseprop.paper import costs
+from sparseprop.paper import gather
+from sparseprop.paper import reproduce
 from sparseprop.errors import SparsepropError
 from tests import synthetic
 

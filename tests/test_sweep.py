@@ -18,8 +18,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from sparseprop import app, config, records, sweep, train
-from sparseprop.run import CHECKPOINT
+from sparseprop import config, records, train
+from sparseprop.cli import train_app as app
+from sparseprop.sweeps import sweep
+from sparseprop.runner.run import CHECKPOINT
 from tests.conftest import REPO, run_cli, sparseprop_exe
 
 TINY = ["dataset=digits", "arch.depth=3", "arch.width=32", "train.iterations=60", "train.eval_interval=30",
@@ -133,7 +135,7 @@ def test_job_dirs_leave_out_runtime_keys_and_slurm_example_composes():
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.max_num_timeout > 0  # resubmission after a timeout resumes from the checkpoint
     assert sweep.job_threads(launcher, 64) == launcher.cpus_per_task > 0
-    assert cfg.hydra.callbacks.sweep_report._target_ == "sparseprop.sweep.SweepReport"
+    assert cfg.hydra.callbacks.sweep_report._target_ == "sparseprop.sweeps.sweep.SweepReport"
 
 
 def test_config_changes_ignore_runtime_keys_and_new_keys():
@@ -246,7 +248,7 @@ def test_records_of_another_config_are_neither_skipped_nor_resumed(tmp_path, mon
 
 
 def test_failing_and_diverging_jobs_do_not_stop_the_sweep(tmp_path, monkeypatch, no_figures, capsys):
-    from sparseprop import run as run_module
+    from sparseprop.runner import run as run_module
 
     real_prepare = run_module.Run.prepare
 

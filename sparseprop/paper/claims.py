@@ -7,8 +7,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from sparseprop.judge import Verdict, at_most, between, describe, distance_from_one, less
-from sparseprop.tables import (BEFORE_TRAINING, DATASET_LABELS, ERROR, INIT_LABELS, init_reading, markdown, readings,
+from sparseprop.paper.judge import Verdict, at_most, between, describe, distance_from_one, less
+from sparseprop.paper.tables import (BEFORE_TRAINING, DATASET_LABELS, ERROR, INIT_LABELS, init_reading, markdown, readings,
                                usable, with_method)
 
 # C1: "much harder" = the last hidden layers keep at most half the fraction the first ones keep;

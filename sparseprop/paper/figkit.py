@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from sparseprop.plots import plt
+from sparseprop.runner.plots import plt
 
 ACTIVATIONS = ("linear", "tanh")
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from sparseprop import records
-from sparseprop.costs import COST_KEYS, Costs, calibrate, run_cost
+from sparseprop.paper.costs import COST_KEYS, Costs, calibrate, run_cost
 from sparseprop.errors import SparsepropError
 
 # The paper experiments in the order they run; each is conf/experiment/<id>.yaml.
@@ -267,7 +267,11 @@ def outcome(runs: pd.DataFrame, expected: list[str] | None = None) -> dict[str, 
 
 def draw(root: Path, profile: str, status: dict[str, Any]) -> str:
     """Gathered results -> figures, tables and REPRODUCTION.md; returns the verdict table."""
-    from sparseprop import claims, figures, gather, report, tables
+    from sparseprop.paper import claims
+    from sparseprop.paper import figures
+    from sparseprop.paper import gather
+    from sparseprop.paper import report
+    from sparseprop.paper import tables
 
     results = {e: gather.load(collected_dir(root, profile, e)) for e in EXPERIMENTS
                if (collected_dir(root, profile, e) / gather.RUNS).is_file()}
@@ -311,7 +315,7 @@ def main(args: list[str] | None = None) -> None:
     """Plan, estimate, run the sweeps (resumably), gather, draw, judge."""
     from tqdm import tqdm
 
-    from sparseprop import gather
+    from sparseprop.paper import gather
 
     opts = parse(sys.argv[1:] if args is None else args)
     profile, root = PROFILES[opts.profile], opts.outputs

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sparseprop.tables import pm
+from sparseprop.paper.tables import pm
 
 HOLDS, FAILS, UNSURE, SKIPPED = "holds", "does not hold", "inconclusive", "skipped"
 

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sparseprop import collect, records
+from sparseprop import records
+from sparseprop.sweeps import collect
 from sparseprop.errors import SparsepropError
 
 RUNS, LAYERS, METRICS, MASKS = "runs.csv", "layers.csv", "metrics.csv", "masks.npz"
@@ -46,7 +47,7 @@ def gather(sweep_dir: str | Path, out_dir: str | Path, masks: bool = False) -> p
             if (run_dir / "metrics.csv").is_file() and (run_dir / "metrics.csv").stat().st_size > 1:
                 metrics.append(records.read_csv(run_dir / "metrics.csv").assign(run=name))
             if masks and status == "completed" and (run_dir / "checkpoint.pt").is_file():
-                from sparseprop.checkpoint import load_run
+                from sparseprop.runner.checkpoint import load_run
 
                 for param, mask in load_run(run_dir).masks.items():
                     if param.endswith("weight"):

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sparseprop.figkit import ACTIVATIONS, figure_legend, panels, present
-from sparseprop.plots import plt
-from sparseprop.tables import E1_INITS, init_reading, readings, usable
+from sparseprop.paper.figkit import ACTIVATIONS, figure_legend, panels, present
+from sparseprop.runner.plots import plt
+from sparseprop.paper.tables import E1_INITS, init_reading, readings, usable
 
 
 def _runs(runs: pd.DataFrame) -> pd.DataFrame:

@@ -327,7 +327,7 @@ def train_command(args: list[str]) -> None:
         ordered = check_args(args)
     except SparsepropError as exc:
         fail(str(exc))
-    from sparseprop import app
+    from sparseprop.cli import train_app as app
 
     sys.argv = ["sparseprop-train", *ordered]
     app.main()
@@ -335,10 +335,10 @@ def train_command(args: list[str]) -> None:
 
 # command -> (module, function); modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("sparseprop.cli", "train_command"),
-    "collect": ("sparseprop.collect", "main"),
-    "figures": ("sparseprop.figures", "main"),
-    "plot": ("sparseprop.plots", "main"),
+    "train": ("sparseprop.cli.main", "train_command"),
+    "collect": ("sparseprop.sweeps.collect", "main"),
+    "figures": ("sparseprop.paper.figures", "main"),
+    "plot": ("sparseprop.runner.plots", "main"),
 }
 
 

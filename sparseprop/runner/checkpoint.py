@@ -30,13 +30,13 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
 
     Example::
 
-        from sparseprop.checkpoint import load_run
+        from sparseprop.runner.checkpoint import load_run
         run = load_run("outputs/runs/2026-01-01/12-00-00")
         logits = run.model(x)          # x normalised as the run's dataset (see sparseprop.data)
         kept = {k: int(m.sum()) for k, m in run.masks.items()}
     """
     from sparseprop.records import CHECKPOINT
-    from sparseprop.run import build
+    from sparseprop.runner.run import build
 
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():

@@ -342,7 +342,7 @@ class Run:
         """Measure signal propagation at ``stage`` if asked to, and record it."""
         if stage not in self.cfg.signal.stages:
             return
-        from sparseprop import propagation
+        from sparseprop.signal import measure as propagation
 
         t = time.time()
         m = propagation.measure(self.model, self.x_io, self.x_layer, stage, step)
@@ -360,7 +360,7 @@ class Run:
         """During training: input–output and weight spectra every ``signal.every`` steps (statistics only)."""
         every = self.cfg.signal.every
         if every and step % every == 0:
-            from sparseprop import propagation
+            from sparseprop.signal import measure as propagation
 
             m = propagation.measure(self.model, self.x_io, None, "train", step, keep_raw=False)
             for w in m.warnings:
@@ -369,7 +369,7 @@ class Run:
             self.write_signal()
 
     def write_signal(self) -> None:
-        from sparseprop.propagation import SIGNAL_COLUMNS
+        from sparseprop.signal.measure import SIGNAL_COLUMNS
 
         records.write_csv(self.out / "signal.csv", self.signal_rows, columns=SIGNAL_COLUMNS)
 
@@ -385,7 +385,7 @@ class Run:
         splits, score = load_splits(cfg, self.device)
         self.in_shape, self.num_classes = splits.in_shape, splits.num_classes
         if cfg.signal.stages or cfg.signal.every:
-            from sparseprop.propagation import choose_examples
+            from sparseprop.signal.measure import choose_examples
 
             n = splits.x_train.shape[0]
             io_idx, layer_idx = choose_examples(n, cfg.signal.examples), choose_examples(n, cfg.signal.layer_examples)
@@ -490,7 +490,7 @@ class Run:
         """Figures of the run (drawn from its records), unless ``figures=false``."""
         if not self.cfg.figures:
             return
-        from sparseprop import plots
+        from sparseprop.runner import plots
 
         try:
             plots.run_figures(self.out)

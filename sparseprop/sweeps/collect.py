@@ -13,7 +13,8 @@ from typing import Any, Iterable
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from sparseprop import records, sweep
+from sparseprop import records
+from sparseprop.sweeps import sweep
 from sparseprop.args import ArgumentParser
 from sparseprop.config import GROUPS
 from sparseprop.errors import SparsepropError

@@ -14,7 +14,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sparseprop import config, records, sweep
+from sparseprop import config, records
+from sparseprop.sweeps import sweep
 from sparseprop.args import parse_train_args
 from sparseprop.config import CONF_DIR
 from sparseprop.errors import SparsepropError
@@ -169,7 +170,7 @@ def task(cfg: DictConfig) -> dict:
 
 def run_job(cfg: DictConfig, out: Path, hc: Any, single: bool) -> dict:
     """The job itself, under the lock of ``out``: clean up, then skip, resume or run afresh."""
-    from sparseprop.run import Run
+    from sparseprop.runner.run import Run
 
     records.remove_temporaries(out)
     if not cfg.resume:

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sparseprop.figkit import ACTIVATIONS, figure_legend, grouped_bars, isometry_line, panels, present
-from sparseprop.layerfigures import e1_kept_fraction, e1_masks, e1_saliency
-from sparseprop.plots import plt, save
-from sparseprop.tables import DATASET_LABELS, ERROR, INIT_LABELS, aggregate, usable, with_method
+from sparseprop.paper.figkit import ACTIVATIONS, figure_legend, grouped_bars, isometry_line, panels, present
+from sparseprop.paper.layerfigures import e1_kept_fraction, e1_masks, e1_saliency
+from sparseprop.runner.plots import plt, save
+from sparseprop.paper.tables import DATASET_LABELS, ERROR, INIT_LABELS, aggregate, usable, with_method
 
 INITS = ("vs_l", "vs_g", "vs_h", "orthogonal")
 METHODS = ("VS-L", "VS-L + AI", "LDI", "LDI-AI")
@@ -226,6 +226,6 @@ def draw_all(results: dict[str, dict[str, Any]], out_dir: str | Path) -> tuple[l
 
 def main(args: list[str]) -> None:
     """`sparseprop figures [--profile P] [--outputs DIR]`: gather the sweeps again and redraw, without training."""
-    from sparseprop import reproduce
+    from sparseprop.paper import reproduce
 
     reproduce.main(["--figures-only", *args])

@@ -7,9 +7,9 @@ from typing import Any
 
 import pandas as pd
 
-from sparseprop.claims import CLOSE_PP
-from sparseprop.judge import HOLDS, Verdict
-from sparseprop.tables import ERROR, markdown
+from sparseprop.paper.claims import CLOSE_PP
+from sparseprop.paper.judge import HOLDS, Verdict
+from sparseprop.paper.tables import ERROR, markdown
 
 PAPER = ("N. Lee, T. Ajanthan, S. Gould, P. H. S. Torr, *A Signal Propagation Perspective for Pruning Neural Networks "
          "at Initialization*, ICLR 2020")

@@ -1,0 +1,1 @@
+"""The `sparseprop` command: argument checks, the Hydra train app and the subcommands."""

@@ -1,0 +1,1 @@
+"""The paper's pipeline: experiments, profiles, costs, collected tables, figures, claim verdicts and the report."""

@@ -1,0 +1,1 @@
+"""Many runs: sweep bookkeeping around Hydra's multirun, and collecting run folders into tables."""
