@@ -14,9 +14,43 @@ from typing import Callable
 import torch
 
 from sparseprop.errors import ConfigError, DataError
-from sparseprop.registry import Registry
+from sparseprop.config import GENERATOR_SEEDS
+from sparseprop.registry import Options, Registry
 
-DATASETS: Registry[Callable[..., "Splits"]] = Registry("dataset")
+DATASETS: Registry[Callable[..., "Splits"]] = Registry("dataset", group="dataset")
+STANDARDISE = ("all", "split")
+
+
+@dataclass
+class DatasetOptions(Options):
+    """How any dataset is split and standardised."""
+
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    standardise: str = "all"
+
+    def check(self) -> None:
+        if not 0 < self.val_fraction < 1:
+            self.refuse("val_fraction", "a number in (0, 1)")
+        # The validation split is drawn with split_seed (digits' test split with split_seed + 1).
+        lo, hi = GENERATOR_SEEDS
+        if not lo <= self.split_seed <= hi - 1:
+            self.refuse("split_seed", f"an integer in [{lo:,}, {hi - 1:,}]")
+        if self.standardise not in STANDARDISE:
+            self.refuse("standardise", f"choose one of {', '.join(STANDARDISE)}")
+
+
+@dataclass
+class FileDatasetOptions(DatasetOptions):
+    """A dataset read from files under the data root, downloaded there if missing and allowed."""
+
+    root: str = "${oc.env:SPARSEPROP_DATA,./data}"
+    download: bool = True
+
+    def check(self) -> None:
+        super().check()
+        if not str(self.root).strip():
+            self.refuse("root", "a folder path (the data root)")
 
 # Debian's dataset-fashion-mnist package installs the four files here.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -96,7 +130,6 @@ def hold_out(x: torch.Tensor, y: torch.Tensor, val_fraction: float, seed: int) -
 # Where the scalar mean and standard deviation of the inputs come from: ``all`` images of the official
 # training set with the population std (the authors' statistics: 0.130660 / 0.308108 on MNIST), or
 # the training ``split`` left after the validation hold-out with Bessel's correction.
-STANDARDISE = ("all", "split")
 
 
 def input_statistics(x: torch.Tensor, bessel: bool = False, chunk: int = 10_000) -> tuple[float, float]:
@@ -256,14 +289,14 @@ def _load_idx(name: str, root: str, download: bool, val_fraction: float, split_s
 SHAPES["mnist"] = SHAPES["fashion_mnist"] = DatasetShape(60_000, 10_000, (1, 28, 28), 10)
 
 
-@DATASETS.register("mnist")
+@DATASETS.register("mnist", schema=FileDatasetOptions)
 def mnist(root: str, download: bool = True, val_fraction: float = 0.1, split_seed: int = 0, standardise: str = "all",
           **_: object) -> Splits:
     """MNIST: 54,000 / 6,000 / 10,000 with the default 10% validation split."""
     return _load_idx("mnist", root, download, val_fraction, split_seed, standardise)
 
 
-@DATASETS.register("fashion_mnist")
+@DATASETS.register("fashion_mnist", schema=FileDatasetOptions)
 def fashion_mnist(root: str, download: bool = True, val_fraction: float = 0.1, split_seed: int = 0,
                   standardise: str = "all", **_: object) -> Splits:
     """Fashion-MNIST, same shapes and split as MNIST."""
@@ -275,7 +308,7 @@ SHAPES["digits"] = DatasetShape(_DIGITS - held_out(_DIGITS, _DIGITS_TEST_FRACTIO
                                 (1, 8, 8), 10)
 
 
-@DATASETS.register("digits")
+@DATASETS.register("digits", schema=DatasetOptions)
 def digits(val_fraction: float = 0.1, split_seed: int = 0, test_fraction: float = _DIGITS_TEST_FRACTION,
            standardise: str = "all", **_: object) -> Splits:
     """scikit-learn's bundled 8x8 digits (1,797 images, no download): a fixed 20% test split, then validation."""

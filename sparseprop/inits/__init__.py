@@ -3,16 +3,55 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
 from sparseprop.errors import ConfigError, SparsepropError
-from sparseprop.registry import Registry
+from sparseprop.registry import Options, Registry
 
-INITS: Registry[Callable[..., None]] = Registry("init")
+INITS: Registry[Callable[..., None]] = Registry("init", group="init")
 FAN_MODES = ("fan_in", "fan_out", "fan_avg")
+
+
+def _positive(opts: Options, key: str, what: str = "a finite number > 0") -> None:
+    value = getattr(opts, key)
+    if not (math.isfinite(value) and value > 0):
+        opts.refuse(key, what)
+
+
+@dataclass
+class FixedInit(Options):
+    """An initialisation whose variances follow from the layer shapes alone: no settings."""
+
+
+@dataclass
+class VsCustomOptions(Options):
+    scale: float = 1.0
+    mode: str = "fan_in"
+
+    def check(self) -> None:
+        _positive(self, "scale")
+        if self.mode not in FAN_MODES:
+            self.refuse("mode", f"choose one of {', '.join(FAN_MODES)}")
+
+
+@dataclass
+class NormalOptions(Options):
+    scale: float = 1.0
+
+    def check(self) -> None:
+        _positive(self, "scale", "a finite number > 0 (the variance of every weight)")
+
+
+@dataclass
+class OrthogonalOptions(Options):
+    gain: float = 1.0
+
+    def check(self) -> None:
+        _positive(self, "gain")
 
 
 def fans(weight: torch.Tensor) -> tuple[int, int]:
@@ -26,28 +65,28 @@ def _normal_(weight: torch.Tensor, variance: float, generator: torch.Generator |
         weight.normal_(0.0, math.sqrt(variance), generator=generator)
 
 
-@INITS.register("vs_l")
+@INITS.register("vs_l", schema=FixedInit)
 def vs_l(weight: torch.Tensor, generator: torch.Generator | None = None, **_: object) -> None:
     """LeCun: N(0, 1/fan_in)."""
     fan_in, _fo = fans(weight)
     _normal_(weight, 1.0 / fan_in, generator)
 
 
-@INITS.register("vs_g")
+@INITS.register("vs_g", schema=FixedInit)
 def vs_g(weight: torch.Tensor, generator: torch.Generator | None = None, **_: object) -> None:
     """Glorot: N(0, 2/(fan_in + fan_out))."""
     fan_in, fan_out = fans(weight)
     _normal_(weight, 2.0 / (fan_in + fan_out), generator)
 
 
-@INITS.register("vs_h")
+@INITS.register("vs_h", schema=FixedInit)
 def vs_h(weight: torch.Tensor, generator: torch.Generator | None = None, **_: object) -> None:
     """He: N(0, 2/fan_in)."""
     fan_in, _fo = fans(weight)
     _normal_(weight, 2.0 / fan_in, generator)
 
 
-@INITS.register("vs_custom")
+@INITS.register("vs_custom", schema=VsCustomOptions)
 def vs_custom(weight: torch.Tensor, generator: torch.Generator | None = None, scale: float = 1.0,
               mode: str = "fan_in", **_: object) -> None:
     """N(0, scale/n) with n = fan_in, fan_out or their mean (``mode``)."""
@@ -60,7 +99,7 @@ def vs_custom(weight: torch.Tensor, generator: torch.Generator | None = None, sc
     _normal_(weight, float(scale) / n, generator)
 
 
-@INITS.register("normal")
+@INITS.register("normal", schema=NormalOptions)
 def normal(weight: torch.Tensor, generator: torch.Generator | None = None, scale: float = 1.0, **_: object) -> None:
     """Fixed variance: N(0, scale) in every layer, whatever its fan (``scale`` is the variance, not the std)."""
     if not (math.isfinite(float(scale)) and float(scale) > 0):
@@ -82,7 +121,7 @@ def orthogonal_matrix(rows: int, cols: int, generator: torch.Generator | None = 
     return (q if rows >= cols else q.T).to(dtype)
 
 
-@INITS.register("orthogonal")
+@INITS.register("orthogonal", schema=OrthogonalOptions)
 def orthogonal(weight: torch.Tensor, generator: torch.Generator | None = None, gain: float = 1.0, **_: object) -> None:
     """Orthogonal init of a dense layer, times ``gain``."""
     if weight.dim() != 2:

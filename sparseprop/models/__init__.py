@@ -2,44 +2,79 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from sparseprop.errors import ConfigError
-from sparseprop.registry import Registry
+from sparseprop.registry import Options, Registry
 
-ACTIVATIONS: Registry[Callable[..., nn.Module]] = Registry("activation")
-ARCHS: Registry[Callable[..., nn.Module]] = Registry("arch")
+ACTIVATIONS: Registry[Callable[..., nn.Module]] = Registry("activation", group="activation")
+ARCHS: Registry[Callable[..., nn.Module]] = Registry("arch", group="arch")
+# Beyond any network this tool can train: the bound keeps a typo from building a million-layer model.
+MAX_DEPTH = 10_000
 
 
-@ACTIVATIONS.register("linear")
+@dataclass
+class Activation(Options):
+    """An activation without settings."""
+
+
+@dataclass
+class LeakyReluOptions(Options):
+    negative_slope: float = 0.01
+
+    def check(self) -> None:
+        if not math.isfinite(self.negative_slope):
+            self.refuse("negative_slope", "a finite number")
+
+
+@dataclass
+class MLPOptions(Options):
+    depth: int = 7
+    width: int = 100
+
+    def check(self) -> None:
+        if not 1 <= self.depth <= MAX_DEPTH:
+            self.refuse("depth", f"an integer in [1, {MAX_DEPTH:,}] (the number of linear layers)")
+        if self.width < 1:
+            self.refuse("width", "an integer >= 1")
+
+
+@dataclass
+class LeNet300Options(Options):
+    """LeNet-300-100 has a fixed shape: no settings."""
+
+
+@ACTIVATIONS.register("linear", schema=Activation)
 def _linear(**_: object) -> nn.Module:
     return nn.Identity()
 
 
-@ACTIVATIONS.register("tanh")
+@ACTIVATIONS.register("tanh", schema=Activation)
 def _tanh(**_: object) -> nn.Module:
     return nn.Tanh()
 
 
-@ACTIVATIONS.register("relu")
+@ACTIVATIONS.register("relu", schema=Activation)
 def _relu(**_: object) -> nn.Module:
     return nn.ReLU()
 
 
-@ACTIVATIONS.register("leaky_relu")
+@ACTIVATIONS.register("leaky_relu", schema=LeakyReluOptions)
 def _leaky_relu(negative_slope: float = 0.01, **_: object) -> nn.Module:
     return nn.LeakyReLU(negative_slope)
 
 
-@ACTIVATIONS.register("hardtanh")
+@ACTIVATIONS.register("hardtanh", schema=Activation)
 def _hardtanh(**_: object) -> nn.Module:
     return nn.Hardtanh()
 
 
-@ACTIVATIONS.register("selu")
+@ACTIVATIONS.register("selu", schema=Activation)
 def _selu(**_: object) -> nn.Module:
     return nn.SELU()
 
@@ -75,7 +110,7 @@ class MLP(nn.Module):
         return out
 
 
-@ARCHS.register("mlp")
+@ARCHS.register("mlp", schema=MLPOptions)
 def _mlp(in_shape: Sequence[int], num_classes: int, activation: nn.Module, depth: int = 7, width: int = 100, **_: object) -> nn.Module:
     if int(depth) < 1:
         raise ConfigError("arch.depth", depth, "an integer >= 1 (number of linear layers)")
@@ -84,7 +119,7 @@ def _mlp(in_shape: Sequence[int], num_classes: int, activation: nn.Module, depth
     return MLP(_numel(in_shape), [int(width)] * (int(depth) - 1), num_classes, activation)
 
 
-@ARCHS.register("lenet300")
+@ARCHS.register("lenet300", schema=LeNet300Options)
 def _lenet300(in_shape: Sequence[int], num_classes: int, activation: nn.Module, **_: object) -> nn.Module:
     return MLP(_numel(in_shape), [300, 100], num_classes, activation)
 

@@ -63,24 +63,30 @@ def seed_range() -> tuple[int, int]:
 
 def build(cfg: DictConfig, splits: Any) -> torch.nn.Module:
     """The configured network for inputs of ``splits.in_shape`` and ``splits.num_classes`` (CPU, not initialised)."""
-    act = models.build_activation(cfg.activation.name, negative_slope=cfg.activation.negative_slope)
-    opts = {k: v for k, v in cfg.arch.items() if k != "name"}
+    act = models.build_activation(cfg.activation.name, **models.ACTIVATIONS.options(cfg.activation).settings())
+    opts = models.ARCHS.options(cfg.arch).settings()
     return models.build_model(cfg.arch.name, splits.in_shape, splits.num_classes, act, **opts)
 
 
 def load_splits(cfg: DictConfig, device: torch.device) -> tuple[data.Splits, data.Splits]:
     """Training splits and the splits used for scoring (another dataset for transfer pruning)."""
-    ds = cfg.dataset
-    opts = dict(download=ds.download, val_fraction=ds.val_fraction, split_seed=ds.split_seed, standardise=ds.standardise)
-    splits = data.load(ds.name, ds.root, device, **opts)
-    score_name = cfg.prune.dataset or ds.name
+    ds = data.DATASETS.options(cfg.dataset)
+    opts = ds.settings()
+    root = opts.pop("root", None)
+    splits = data.load(ds.name, root, device, **opts)
+    score_name = scoring_dataset(cfg)
     if score_name == ds.name:
         return splits, splits
-    score = data.load(score_name, ds.root, device, **opts)
+    score = data.load(score_name, root, device, **opts)
     if score.in_shape != splits.in_shape or score.num_classes != splits.num_classes:
         raise DataError(f"prune.dataset={score_name} has inputs {score.in_shape} and {score.num_classes} classes, "
                         f"but dataset={ds.name} has {splits.in_shape} and {splits.num_classes}: they must match")
     return splits, score
+
+
+def scoring_dataset(cfg: DictConfig) -> str:
+    """The dataset whose training split a data-driven criterion scores on (``prune.dataset``, else the training set)."""
+    return OmegaConf.select(cfg, "prune.dataset", default=None) or cfg.dataset.name
 
 
 def meta_model(cfg: DictConfig, shape: data.DatasetShape) -> torch.nn.Module:
@@ -143,9 +149,8 @@ def memory_estimate(cfg: DictConfig, model: torch.nn.Module, shape: data.Dataset
     in_features = math.prod(shape.in_shape)
     per_example = activations_per_example(model, shape.in_shape)
     n_train = sizes[0]
-    batches = pruning._parse_batches(cfg.prune.batches)
-    scored = n_train if batches is None else min(n_train, batches * cfg.prune.batch_size)
-    batch = max(2 * cfg.train.batch_size, 2 * min(EVAL_CHUNK, scored) if cfg.prune.name == "snip" else 0,
+    scored = pruning.make_pruner(cfg.prune).scored_examples(n_train)
+    batch = max(2 * cfg.train.batch_size, 2 * min(EVAL_CHUNK, scored),
                 min(EVAL_CHUNK, max(sizes)))
     out = {"model": 4 * 6 * params, "data": 4 * 2 * sum(sizes) * in_features, "activations": 4 * per_example * batch,
            "signal": 0}
@@ -298,14 +303,15 @@ class Run:
         cfg = self.cfg
         model = build(cfg, splits)
         inits.initialise(model, cfg.init.name, generator=stream(cfg.seed, 0),
-                         scale=cfg.init.scale, mode=cfg.init.mode, gain=cfg.init.gain)
+                         **inits.INITS.options(cfg.init).settings())
         self.model = model.to(self.device)
-        self.params = pruning.prunable_parameters(self.model, cfg.prune.include_bias)
+        pruner = pruning.make_pruner(cfg.prune)
+        self.params = pruning.prunable_parameters(self.model, pruner.options.include_bias)
         self.stage_hook("init")
         t = time.time()
-        masks, sal = pruning.prune(cfg.prune.name, model=self.model, params=self.params, x=score.x_train,
-                                   y=score.y_train, sparsity=cfg.prune.sparsity, generator=stream(cfg.seed, 1),
-                                   batches=cfg.prune.batches, batch_size=cfg.prune.batch_size, target=cfg.prune.target)
+        scoring = pruning.ScoringData(score.x_train, score.y_train) if pruner.uses_data else None
+        result = pruner.prune(self.model, self.params, scoring, None, stream(cfg.seed, 1))
+        masks, sal = result.masks, result.scores
         self.extra["prune_time_s"] = time.time() - t
         self.masks = masks
         if masks:
@@ -326,7 +332,8 @@ class Run:
         if cfg.name == "none":
             return
         t = time.time()
-        result = isometry.ISOMETRY.get(cfg.name, "isometry")(self.model, self.masks, steps=cfg.steps, lr=cfg.lr)
+        step = isometry.ISOMETRY.options(cfg)
+        result = isometry.ISOMETRY.get(cfg.name, "isometry")(self.model, self.masks, **step.settings())
         self.extra["isometry_time_s"] = time.time() - t
         if result is not None:
             self.extra.update(ai_objective_before=result["total_before"], ai_objective_after=result["total_after"])
@@ -463,7 +470,7 @@ class Run:
         cfg = self.cfg
         model = build(cfg, splits).to(self.device)
         model.load_state_dict(ckpt["model"])
-        params = pruning.prunable_parameters(model, cfg.prune.include_bias)
+        params = pruning.prunable_parameters(model, pruning.make_pruner(cfg.prune).options.include_bias)
         masks = {k: v.to(self.device) for k, v in ckpt["masks"].items()} or None
         if masks and (masks.keys() != params.keys() or any(masks[k].shape != params[k].shape for k in masks)):
             raise ValueError("its masks do not fit the network")
