@@ -10,6 +10,8 @@ import pandas as pd
 from sparseprop.runner.plots import plt
 
 ACTIVATIONS = ("linear", "tanh")
+ERROR_LABEL = "test error (%) at best validation step"
+METHOD_COLOURS = {"VS-L": "tab:blue", "VS-L + AI": "tab:cyan", "LDI": "tab:red", "LDI-AI": "tab:green"}
 
 
 def present(values: Sequence[Any], wanted: Sequence[Any]) -> list[Any]:

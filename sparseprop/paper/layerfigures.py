@@ -8,8 +8,12 @@ import numpy as np
 import pandas as pd
 
 from sparseprop.paper.figkit import ACTIVATIONS, figure_legend, panels, present
+from sparseprop.paper.labels import init_reading, readings
+from sparseprop.paper.tables import usable
 from sparseprop.runner.plots import plt
-from sparseprop.paper.tables import E1_INITS, init_reading, readings, usable
+
+# E1's two readings of the paper's "all networks are initialized with γ = 1.0", in this order.
+E1_INITS = ("vs_l", "normal")
 
 
 def _runs(runs: pd.DataFrame) -> pd.DataFrame:
