@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from sparseprop.paper.experiment import Experiment, Figure, Table, register
-from sparseprop.paper.figkit import ACTIVATIONS, ERROR_LABEL, figure_legend, grouped_bars, isometry_line, panels, present
+from sparseprop.paper.figkit import ACTIVATIONS, ERROR_LABEL, finish, grouped_bars, isometry_line, panels, present
 from sparseprop.paper.judge import Verdict, distance_from_one, less
 from sparseprop.paper.labels import INIT_LABELS, PRUNE_LABELS
 from sparseprop.paper.profiles import QUICK_SIGNAL, QUICK_TRAIN
@@ -41,10 +41,7 @@ def e2_jsv(runs: pd.DataFrame) -> Any:
             if stat == "mean":
                 isometry_line(ax)
             ax.set(xlabel="initialisation", ylabel=f"{ylabel} (log)", title=f"{a}: {ylabel}")
-    fig.suptitle("E2: input-output Jacobian singular values, MLP-7, 90% sparsity (mean ± std over seeds)")
-    fig.tight_layout()
-    figure_legend(fig)
-    return fig
+    return finish(fig, "E2: input-output Jacobian singular values, MLP-7, 90% sparsity (mean ± std over seeds)")
 
 def e2_error(runs: pd.DataFrame) -> Any:
     """Test error by initialisation, SNIP against random pruning, linear and tanh."""
@@ -56,10 +53,7 @@ def e2_error(runs: pd.DataFrame) -> Any:
         grouped_bars(ax, d, "init", "prune", ERROR, present(d.init, INITS), present(d.prune, PRUNE_LABELS.values()),
                      labels=INIT_LABELS, colours={"SNIP": "tab:orange", "random": "tab:gray"}, annotate=True)
         ax.set(xlabel="initialisation", ylabel=ERROR_LABEL, title=f"{a}: test error, 90% sparsity")
-    fig.suptitle("E2: test error by initialisation and pruning method, MLP-7 (mean ± std over seeds)")
-    fig.tight_layout()
-    figure_legend(fig, "pruning")
-    return fig
+    return finish(fig, "E2: test error by initialisation and pruning method, MLP-7 (mean ± std over seeds)", legend_title="pruning")
 
 def _col(runs: pd.DataFrame, column: str, **where: Any) -> pd.Series:
     """``column`` of the runs matching ``where``: completed runs, and diverged ones for measurements before training."""

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from sparseprop.paper.experiment import Experiment, Figure, Table, register
-from sparseprop.paper.figkit import ACTIVATIONS, METHOD_COLOURS, figure_legend, grouped_bars, isometry_line, panels, present
+from sparseprop.paper.figkit import ACTIVATIONS, METHOD_COLOURS, finish, grouped_bars, isometry_line, panels, present
 from sparseprop.paper.judge import Verdict, distance_from_one, less
 from sparseprop.paper.labels import METHODS, with_method
 from sparseprop.paper.profiles import QUICK_AI, QUICK_SIGNAL, QUICK_TRAIN
@@ -36,10 +36,7 @@ def e3_jsv(runs: pd.DataFrame) -> Any:
             if stat == "mean":
                 isometry_line(ax)
             ax.set(xlabel="method (SNIP at 90%)", ylabel=f"{ylabel} (log)", title=f"{a}: {ylabel}")
-    fig.suptitle("E3: approximate isometry restores the Jacobian spectrum, MLP-7 (mean ± std over seeds)")
-    fig.tight_layout()
-    figure_legend(fig)
-    return fig
+    return finish(fig, "E3: approximate isometry restores the Jacobian spectrum, MLP-7 (mean ± std over seeds)")
 
 def e3_training(metrics: pd.DataFrame, runs: pd.DataFrame) -> Any:
     """Training loss and test error against iteration, with and without AI (mean over seeds, band = min to max)."""
@@ -59,10 +56,7 @@ def e3_training(metrics: pd.DataFrame, runs: pd.DataFrame) -> Any:
                 ax.fill_between(g.index, g["min"], g["max"], color=c, alpha=0.2)
             ax.set(xlabel="iteration", ylabel=ylabel, yscale="log", title=f"{a}: {ylabel}")
             ax.grid(alpha=0.3)
-    fig.suptitle("E3: training with and without approximate isometry, MLP-7, SNIP 90%")
-    fig.tight_layout()
-    figure_legend(fig)
-    return fig
+    return finish(fig, "E3: training with and without approximate isometry, MLP-7, SNIP 90%")
 
 def early_loss(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.Series:
     """Per run: mean training loss over the first ``EARLY_FRACTION`` of training (lower = trains faster)."""

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from sparseprop.paper.experiment import Experiment, Figure, Table, register
-from sparseprop.paper.figkit import ACTIVATIONS, ERROR_LABEL, figure_legend, grouped_bars, panels, present
+from sparseprop.paper.figkit import ACTIVATIONS, ERROR_LABEL, finish, grouped_bars, panels, present
 from sparseprop.paper.judge import CLOSE_PP, Verdict, at_most, paired_differences
 from sparseprop.paper.labels import TARGET_LABELS
 from sparseprop.paper.profiles import QUICK_TRAIN
@@ -24,10 +24,7 @@ def e5_supervision(runs: pd.DataFrame) -> Any:
                      present(d.target, list(TARGET_LABELS.values())),
                      labels={k: f"MLP-{k}" for k in d.depth.unique()}, annotate=True)
         ax.set(xlabel="network", ylabel=ERROR_LABEL, title=f"{a}: LDI at 90%, scoring loss")
-    fig.suptitle("E5: pruning without labels (orthogonal init, SNIP 90%; mean ± std over seeds)")
-    fig.tight_layout()
-    figure_legend(fig, "scoring target")
-    return fig
+    return finish(fig, "E5: pruning without labels (orthogonal init, SNIP 90%; mean ± std over seeds)", legend_title="scoring target")
 
 def c5(e5: dict[str, Any] | None) -> list[Verdict]:
     """C5: pruning with label-free losses gives errors close to pruning with the labels."""

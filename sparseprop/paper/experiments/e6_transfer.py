@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from sparseprop.paper.experiment import Experiment, Figure, Table, register
-from sparseprop.paper.figkit import ACTIVATIONS, ERROR_LABEL, figure_legend, grouped_bars, panels, present
+from sparseprop.paper.figkit import ACTIVATIONS, ERROR_LABEL, finish, grouped_bars, panels, present
 from sparseprop.paper.judge import CLOSE_PP, Verdict, at_most, paired_differences
 from sparseprop.paper.labels import DATASET_LABELS
 from sparseprop.paper.profiles import QUICK_TRAIN
@@ -27,10 +27,7 @@ def e6_transfer(runs: pd.DataFrame) -> Any:
         grouped_bars(ax, d, "setting", "mask", ERROR, sorted(d.setting.unique()), ["in-domain mask", "transferred mask"],
                      colours={"in-domain mask": "tab:blue", "transferred mask": "tab:purple"}, annotate=True)
         ax.set(xlabel="trained and tested on", ylabel=ERROR_LABEL, title=f"{a}: LDI at 90%")
-    fig.suptitle("E6: sparsity transfer between MNIST and Fashion-MNIST (mean ± std over seeds)")
-    fig.tight_layout()
-    figure_legend(fig)
-    return fig
+    return finish(fig, "E6: sparsity transfer between MNIST and Fashion-MNIST (mean ± std over seeds)")
 
 def c6(e6: dict[str, Any] | None) -> list[Verdict]:
     """C6: a mask found on one dataset trains about as well on another of the same shape as an in-domain mask."""

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from sparseprop.paper.experiment import Experiment, Figure, register
-from sparseprop.paper.figkit import ACTIVATIONS, ERROR_LABEL, METHOD_COLOURS, figure_legend, isometry_line, panels, present
+from sparseprop.paper.figkit import ACTIVATIONS, ERROR_LABEL, METHOD_COLOURS, finish, isometry_line, panels, present
 from sparseprop.paper.labels import METHODS, with_method
 from sparseprop.paper.profiles import QUICK_AI, QUICK_SIGNAL, QUICK_TRAIN
 from sparseprop.paper.tables import ERROR, aggregate, usable
@@ -40,10 +40,7 @@ def sparsity_sweep(runs: pd.DataFrame) -> Any:
             ax.minorticks_off()
             ax.set(xlabel="sparsity (%, logit scale)", ylabel=ylabel, title=f"{a}: {ylabel}")
             ax.grid(alpha=0.3)
-    fig.suptitle("Sparsity sweep: MLP-7, SNIP after VS-L or orthogonal init, with and without AI")
-    fig.tight_layout()
-    figure_legend(fig)
-    return fig
+    return finish(fig, "Sparsity sweep: MLP-7, SNIP after VS-L or orthogonal init, with and without AI")
 
 EXPERIMENT = register(Experiment(
     id="sparsity_sweep",
