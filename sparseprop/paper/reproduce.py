@@ -20,7 +20,7 @@ from sparseprop.paper.draw import draw
 from sparseprop.paper.experiment import Experiment, get, runnable
 from sparseprop.paper.plan import (OUTPUTS, Plan, collected_dir, estimate, experiment_dir, make_plan, minutes, print_plan,
                                    wall_estimate)
-from sparseprop.paper.profiles import PROFILES
+from sparseprop.paper.profiles import PROFILES, Profile
 
 
 def data_problem(exp: Experiment) -> str:
@@ -136,14 +136,8 @@ def parse(args: list[str]) -> argparse.Namespace:
     return p.parse_args(args)
 
 
-def main(args: list[str] | None = None) -> None:
-    """Plan, estimate, run the sweeps (resumably), gather, draw, judge."""
-    from tqdm import tqdm
-
-    experiments = catalog.load()
-    ids = [e.id for e in runnable()]
-    opts = parse(sys.argv[1:] if args is None else args)
-    profile, root = PROFILES[opts.profile], opts.outputs
+def _selection(opts: argparse.Namespace, ids: list[str]) -> list[str]:
+    """The experiments to run, after refusing options that mean nothing together (one line each)."""
     if opts.figures_only:
         # Redrawing trains nothing: options that say what to train or how would be silently ignored.
         given = [f for f, v in (("--dry-run", opts.dry_run or None), ("--only", opts.only), ("--jobs", opts.jobs))
@@ -159,29 +153,47 @@ def main(args: list[str] | None = None) -> None:
         opts.jobs = cores()
     if opts.jobs < 1:
         raise SparsepropError(f"--jobs {opts.jobs}: give at least 1 parallel run")
+    root = opts.outputs
     if root.exists() and not root.is_dir() or root.is_symlink() and not root.exists():
         raise SparsepropError(f"--outputs {root}: is a file or a dangling link; give a folder")
     unknown = [e for e in selected if e not in ids]
     if unknown:
         raise SparsepropError(f"--only {','.join(unknown)}: unknown experiment; choose from {', '.join(ids)}")
+    return selected
+
+
+def redraw(root: Path, profile: Profile, previous: dict[str, Any], status: dict[str, Any],
+           experiments: list[Experiment]) -> None:
+    """Gather every sweep of ``profile`` already under ``root`` again and redraw; trains nothing."""
+    if not any(experiment_dir(root, profile.name, e.id).is_dir() for e in runnable()):
+        raise SparsepropError(f"--outputs {root} holds no experiments of profile {profile.name} to draw "
+                              f"({root / 'experiments' / profile.name} has none); run them first, or give "
+                              "the --outputs and --profile they were run with")
+    for key in ("wall_time_s", "estimate_s", "finished", "selected", "n_jobs"):
+        if key in previous:
+            status[key] = previous[key]
+    for exp in runnable():
+        if experiment_dir(root, profile.name, exp.id).is_dir():
+            runs = gather.gather(experiment_dir(root, profile.name, exp.id), collected_dir(root, profile.name, exp.id),
+                                 masks=exp.masks)
+            status["experiments"].setdefault(exp.id, {}).update(outcome(runs))
+    print(draw(root, profile.name, status, experiments))
+
+
+def main(args: list[str] | None = None) -> None:
+    """Plan, estimate, run the sweeps (resumably), gather, draw, judge."""
+    from tqdm import tqdm
+
+    experiments = catalog.load()
+    opts = parse(sys.argv[1:] if args is None else args)
+    selected = _selection(opts, [e.id for e in runnable()])
+    profile, root = PROFILES[opts.profile], opts.outputs
     status_path = root / "collected" / profile.name / "status.json"
     previous = read_status(status_path) if status_path.is_file() else {}
     status: dict[str, Any] = {"profile": profile.name, "description": profile.description, "n_jobs": opts.jobs,
                               "experiments": dict(previous.get("experiments", {}))}
     if opts.figures_only:
-        if not any(experiment_dir(root, profile.name, e).is_dir() for e in ids):
-            raise SparsepropError(f"--outputs {root} holds no experiments of profile {profile.name} to draw "
-                                  f"({root / 'experiments' / profile.name} has none); run them first, or give "
-                                  "the --outputs and --profile they were run with")
-        for key in ("wall_time_s", "estimate_s", "finished", "selected", "n_jobs"):
-            if key in previous:
-                status[key] = previous[key]
-        for exp in runnable():
-            if experiment_dir(root, profile.name, exp.id).is_dir():
-                runs = gather.gather(experiment_dir(root, profile.name, exp.id), collected_dir(root, profile.name, exp.id),
-                                     masks=exp.masks)
-                status["experiments"].setdefault(exp.id, {}).update(outcome(runs))
-        print(draw(root, profile.name, status, experiments))
+        redraw(root, profile, previous, status, experiments)
         return
     t0 = time.time()
     plans = []
