@@ -158,7 +158,8 @@ def _selection(opts: argparse.Namespace, ids: list[str]) -> list[str]:
         raise SparsepropError(f"--outputs {root}: is a file or a dangling link; give a folder")
     unknown = [e for e in selected if e not in ids]
     if unknown:
-        raise SparsepropError(f"--only {','.join(unknown)}: unknown experiment; choose from {', '.join(ids)}")
+        raise SparsepropError(f"--only {','.join(unknown)}: not an experiment this pipeline runs (unknown, or registered "
+                              f"without a sweep); choose from {', '.join(ids)}")
     return selected
 
 

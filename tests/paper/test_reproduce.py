@@ -107,6 +107,9 @@ def test_wall_estimate_divides_by_jobs_and_skips_finished_and_skipped_plans(tmp_
 def test_unknown_experiment_is_refused():
     with pytest.raises(SparsepropError, match="e9"):
         reproduce.main(["--only", "e2_init,e9", "--dry-run"])
+    # E4 is registered only to say that C8 is not tested: there is no sweep to run.
+    with pytest.raises(SparsepropError, match="--only e4_modern: not an experiment this pipeline runs"):
+        reproduce.main(["--only", "e4_modern", "--dry-run"])
 
 
 @pytest.mark.parametrize("args,named", [
