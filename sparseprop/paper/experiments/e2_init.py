@@ -16,6 +16,7 @@ from sparseprop.paper.tables import BEFORE_TRAINING, ERROR, ERRORS, aggregate, u
 
 INITS = ("vs_l", "vs_g", "vs_h", "orthogonal")
 
+
 def e2_stages(runs: pd.DataFrame, stat: str) -> pd.DataFrame:
     """E2's JSV statistic ``stat`` per activation, init and stage (after init, after SNIP, after random pruning)."""
     parts = []
@@ -26,6 +27,7 @@ def e2_stages(runs: pd.DataFrame, stat: str) -> pd.DataFrame:
         if not agg.empty:
             parts.append(agg.rename(columns={f"{metric}_mean": "value_mean", f"{metric}_std": "value_std"}).assign(stage=stage))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
 
 def e2_jsv(runs: pd.DataFrame) -> Any:
     """Mean and condition number of the input-output JSV by initialisation, after init and after pruning."""
@@ -43,6 +45,7 @@ def e2_jsv(runs: pd.DataFrame) -> Any:
             ax.set(xlabel="initialisation", ylabel=f"{ylabel} (log)", title=f"{a}: {ylabel}")
     return finish(fig, "E2: input-output Jacobian singular values, MLP-7, 90% sparsity (mean ± std over seeds)")
 
+
 def e2_error(runs: pd.DataFrame) -> Any:
     """Test error by initialisation, SNIP against random pruning, linear and tanh."""
     agg = aggregate(runs, ["activation", "init", "prune"], [ERROR])
@@ -55,12 +58,14 @@ def e2_error(runs: pd.DataFrame) -> Any:
         ax.set(xlabel="initialisation", ylabel=ERROR_LABEL, title=f"{a}: test error, 90% sparsity")
     return finish(fig, "E2: test error by initialisation and pruning method, MLP-7 (mean ± std over seeds)", legend_title="pruning")
 
+
 def _col(runs: pd.DataFrame, column: str, **where: Any) -> pd.Series:
     """``column`` of the runs matching ``where``: completed runs, and diverged ones for measurements before training."""
     sel = usable(runs, diverged=column.startswith(BEFORE_TRAINING))
     for k, v in where.items():
         sel = sel[sel[k] == v]
     return sel[column] if column in sel else pd.Series(dtype=float)
+
 
 def layerwise_init(layers: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """Per run: layerwise Jacobians J^l at init, averaged over layers: |log10 mean singular value| and log10 condition."""
@@ -73,6 +78,7 @@ def layerwise_init(layers: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     rows = rows.assign(distance=distance_from_one(rows.jsv_init_mean),
                        log_condition=np.log10(rows.jsv_init_condition.astype(float)))
     return rows.groupby(["run", "activation", "init"], as_index=False)[["distance", "log_condition"]].mean()
+
 
 def c2(e2: dict[str, Any] | None) -> list[Verdict]:
     """C2: orthogonal init gives layerwise dynamical isometry: every layer's Jacobian has singular values near 1."""
@@ -101,6 +107,7 @@ def c2(e2: dict[str, Any] | None) -> list[Verdict]:
         out.append(v)
     return out
 
+
 def c3(e2: dict[str, Any] | None) -> list[Verdict]:
     """C3: pruning shrinks and spreads the JSV, and random pruning far more than SNIP."""
     breaks = Verdict("C3", "pruning breaks isometry", "after pruning, Jacobian singular values shrink and spread",
@@ -126,6 +133,7 @@ def c3(e2: dict[str, Any] | None) -> list[Verdict]:
             rand = distance_from_one(_col(runs, "jsv_pruned_mean", activation=act, init=init, prune="random"))
             random.checks.append(less(f"{act}, {INIT_LABELS[init]}: |log10 mean JSV| SNIP vs random", snip, rand))
     return [breaks, random]
+
 
 EXPERIMENT = register(Experiment(
     id="e2_init",

@@ -16,6 +16,7 @@ from sparseprop.paper.tables import ERROR, ERRORS, aggregate, usable
 # C4 "trains faster": mean training loss over the first this fraction of training.
 EARLY_FRACTION = 0.2
 
+
 def e3_jsv(runs: pd.DataFrame) -> Any:
     """JSV mean and condition number at init, after pruning and after AI, per method, linear and tanh."""
     runs = with_method(runs)
@@ -38,6 +39,7 @@ def e3_jsv(runs: pd.DataFrame) -> Any:
             ax.set(xlabel="method (SNIP at 90%)", ylabel=f"{ylabel} (log)", title=f"{a}: {ylabel}")
     return finish(fig, "E3: approximate isometry restores the Jacobian spectrum, MLP-7 (mean ± std over seeds)")
 
+
 def e3_training(metrics: pd.DataFrame, runs: pd.DataFrame) -> Any:
     """Training loss and test error against iteration, with and without AI (mean over seeds, band = min to max)."""
     runs = with_method(usable(runs))
@@ -58,6 +60,7 @@ def e3_training(metrics: pd.DataFrame, runs: pd.DataFrame) -> Any:
             ax.grid(alpha=0.3)
     return finish(fig, "E3: training with and without approximate isometry, MLP-7, SNIP 90%")
 
+
 def early_loss(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.Series:
     """Per run: mean training loss over the first ``EARLY_FRACTION`` of training (lower = trains faster)."""
     if metrics.empty:
@@ -69,6 +72,7 @@ def early_loss(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.Series:
         if len(r):
             out[run] = float(r.value.mean())
     return pd.Series(out, dtype=float)
+
 
 def c4(e3: dict[str, Any] | None) -> list[Verdict]:
     """C4: AI after LDI pruning brings the JSV back towards 1, trains faster and generalises better."""
@@ -97,6 +101,7 @@ def c4(e3: dict[str, Any] | None) -> list[Verdict]:
         ]
         out.append(v)
     return out
+
 
 EXPERIMENT = register(Experiment(
     id="e3_isometry",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sparseprop.paper.experiment import Experiment, register
 
+
 EXPERIMENT = register(Experiment(
     id="e4_modern",
     title="E4: LDI and LDI-AI on modern convolutional networks, CIFAR-10 and Tiny-ImageNet",

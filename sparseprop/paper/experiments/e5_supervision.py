@@ -13,6 +13,7 @@ from sparseprop.paper.labels import TARGET_LABELS
 from sparseprop.paper.profiles import QUICK_TRAIN
 from sparseprop.paper.tables import ERROR, ERRORS, aggregate
 
+
 def e5_supervision(runs: pd.DataFrame) -> Any:
     """Test error per depth, scoring with labels against label-free targets, linear and tanh."""
     agg = aggregate(runs, ["activation", "depth", "target"], [ERROR])
@@ -25,6 +26,7 @@ def e5_supervision(runs: pd.DataFrame) -> Any:
                      labels={k: f"MLP-{k}" for k in d.depth.unique()}, annotate=True)
         ax.set(xlabel="network", ylabel=ERROR_LABEL, title=f"{a}: LDI at 90%, scoring loss")
     return finish(fig, "E5: pruning without labels (orthogonal init, SNIP 90%; mean ± std over seeds)", legend_title="scoring target")
+
 
 def c5(e5: dict[str, Any] | None) -> list[Verdict]:
     """C5: pruning with label-free losses gives errors close to pruning with the labels."""
@@ -42,6 +44,7 @@ def c5(e5: dict[str, Any] | None) -> list[Verdict]:
         v.checks = [at_most(f"error({target}) - error(labels), pp", diffs, CLOSE_PP)]
         out.append(v)
     return out
+
 
 EXPERIMENT = register(Experiment(
     id="e5_supervision",

@@ -14,6 +14,7 @@ from sparseprop.paper.labels import DATASET_LABELS
 from sparseprop.paper.profiles import QUICK_TRAIN
 from sparseprop.paper.tables import ERROR, ERRORS, aggregate, usable
 
+
 def e6_transfer(runs: pd.DataFrame) -> Any:
     """Test error of masks found in-domain against masks transferred from the other dataset."""
     runs = usable(runs, diverged=True).copy()
@@ -28,6 +29,7 @@ def e6_transfer(runs: pd.DataFrame) -> Any:
                      colours={"in-domain mask": "tab:blue", "transferred mask": "tab:purple"}, annotate=True)
         ax.set(xlabel="trained and tested on", ylabel=ERROR_LABEL, title=f"{a}: LDI at 90%")
     return finish(fig, "E6: sparsity transfer between MNIST and Fashion-MNIST (mean ± std over seeds)")
+
 
 def c6(e6: dict[str, Any] | None) -> list[Verdict]:
     """C6: a mask found on one dataset trains about as well on another of the same shape as an in-domain mask."""
@@ -47,6 +49,7 @@ def c6(e6: dict[str, Any] | None) -> list[Verdict]:
         v.checks = [at_most("error(transferred) - error(in-domain), pp", diffs, CLOSE_PP)]
         out.append(v)
     return out
+
 
 EXPERIMENT = register(Experiment(
     id="e6_transfer",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sparseprop.paper.experiment import Experiment, register
 
+
 EXPERIMENT = register(Experiment(
     id="e7_sculpting",
     title="E7: architecture sculpting: a bulky network pruned to the parameter count of a hand-designed dense one",

@@ -13,6 +13,7 @@ from sparseprop.paper.labels import METHODS, with_method
 from sparseprop.paper.profiles import QUICK_AI, QUICK_SIGNAL, QUICK_TRAIN
 from sparseprop.paper.tables import ERROR, aggregate, usable
 
+
 def sparsity_sweep(runs: pd.DataFrame) -> Any:
     """Test error and mean JSV of the trained network against sparsity, per method, linear and tanh."""
     runs = with_method(usable(runs, diverged=True)).copy()
@@ -41,6 +42,7 @@ def sparsity_sweep(runs: pd.DataFrame) -> Any:
             ax.set(xlabel="sparsity (%, logit scale)", ylabel=ylabel, title=f"{a}: {ylabel}")
             ax.grid(alpha=0.3)
     return finish(fig, "Sparsity sweep: MLP-7, SNIP after VS-L or orthogonal init, with and without AI")
+
 
 EXPERIMENT = register(Experiment(
     id="sparsity_sweep",
