@@ -56,15 +56,23 @@ def collected_dir(root: Path, profile: str, experiment: str) -> Path:
 
 
 def compose(overrides: list[str], hydra: bool = False) -> Any:
+    """One job's config, composed from its overrides."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     from sparseprop.config import CONF_DIR
 
+    from sparseprop.runner import checks
+
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="reproduce"):
-        return hydra_compose(config_name="train", overrides=overrides, return_hydra_config=hydra)
+        # As a sweep's job sees it: a profile's setting for some of an experiment's options (isometry.steps
+        # with isometry=none,ai) is added to every job and dropped by those whose option lacks it.
+        cfg = hydra_compose(config_name="train", overrides=checks.force_group_settings(overrides),
+                            return_hydra_config=hydra)
+    checks.drop_foreign_settings(cfg)
+    return cfg
 
 
 def expand_jobs(params: dict[str, str], task: list[str]) -> list[list[str]]:
