@@ -1,4 +1,4 @@
-"""A new pruning criterion is one module and one YAML: the toy plugin in tests/plugins/last_layer runs,
+"""A new pruning criterion is one module and one YAML: the toy plugin in tests/pruning/plugins/last_layer runs,
 checks its own keys, shows in --help, is collected and swept, with no other file edited."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from sparseprop import plugins, pruning
 from tests.conftest import REPO, run_cli, tiny_mlp
 
-PLUGIN = REPO / "tests" / "plugins" / "last_layer"
+PLUGIN = REPO / "tests" / "pruning" / "plugins" / "last_layer"
 ENV = {plugins.ENV: str(PLUGIN)}
 TINY = ["dataset=digits", "arch.depth=3", "arch.width=16", "train.iterations=20", "train.eval_interval=10",
         "train.checkpoint_interval=10", "train.log_interval=10", "progress=false", "signal.stages=[]", "threads=1",
