@@ -16,6 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from sparseprop import config, records
 from sparseprop.sweeps import sweep
+from sparseprop.sweeps.jobs import override_key
+from sparseprop.sweeps.launchers import available_cores, job_threads
+from sparseprop.sweeps.report import UNFINISHED_EXIT
+from sparseprop.sweeps.state import config_changes, discard_records, saved_config
 from sparseprop.args import parse_train_args
 from sparseprop.config import CONF_DIR
 from sparseprop.errors import SparsepropError
@@ -45,7 +49,7 @@ def record_failure(out: Path, reason: str, error_type: str) -> None:
 
 def stale_reason(out: Path, cfg: DictConfig) -> str | None:
     """Why the records in ``out`` cannot be skipped or resumed under ``cfg`` (another config made them), or None."""
-    changes = sweep.config_changes(sweep.saved_config(out), cfg)
+    changes = config_changes(saved_config(out), cfg)
     if not changes:
         return None
     shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
@@ -57,8 +61,8 @@ def apply_job_threads(hc: Any, cfg: DictConfig) -> None:
     """In a parallel sweep with ``threads=0``, give torch a fair share of the cores so jobs do not oversubscribe."""
     if cfg.threads != 0 or hc.mode != RunMode.MULTIRUN:
         return
-    cores = sweep.available_cores()
-    threads = sweep.job_threads(hc.launcher, cores)
+    cores = available_cores()
+    threads = job_threads(hc.launcher, cores)
     if threads:
         import torch
 
@@ -70,7 +74,7 @@ def apply_job_threads(hc: Any, cfg: DictConfig) -> None:
 def finish_single(out: Path, summary: dict[str, Any]) -> None:
     """A single run that ended without completing says so on stderr and exits non-zero."""
     print(f"sparseprop: {summary['status']}: {summary.get('reason', '')} (records in {out})", file=sys.stderr)
-    sys.exit(sweep.UNFINISHED_EXIT)
+    sys.exit(UNFINISHED_EXIT)
 
 
 def write_hydra_records(out: Path, cfg: DictConfig, hc: Any) -> None:
@@ -174,7 +178,7 @@ def run_job(cfg: DictConfig, out: Path, hc: Any, single: bool) -> dict:
 
     records.remove_temporaries(out)
     if not cfg.resume:
-        gone = sweep.discard_records(out)
+        gone = discard_records(out)
         if gone:
             log.info("resume=false: discarded %s", ", ".join(gone))
     else:
@@ -230,7 +234,7 @@ def check_output_dir(args: list[str]) -> None:
     if any(f in flags for f in ("--help", "--hydra-help", "--info", "--version", "--shell-completion", "--cfg")):
         return  # help, info or the config printed: nothing is written
     key = "hydra.sweep.dir" if "--multirun" in flags else "hydra.run.dir"
-    given = [o for o in overrides if sweep.override_key(o) == key]
+    given = [o for o in overrides if override_key(o) == key]
     # Without one, runs go under outputs/ (conf/train.yaml; a sweep gets outputs/sweeps/<name> from main).
     for o in given or [f"{key}=outputs"]:
         value = o.partition("=")[2].strip()
@@ -269,4 +273,4 @@ def main() -> None:
     logging.raiseExceptions = False
     task()
     if sweep.last_report is not None and sweep.last_report.unfinished:
-        sys.exit(sweep.UNFINISHED_EXIT)
+        sys.exit(UNFINISHED_EXIT)

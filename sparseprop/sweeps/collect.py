@@ -14,10 +14,12 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from sparseprop import records
-from sparseprop.sweeps import sweep
 from sparseprop.args import ArgumentParser
 from sparseprop.config import GROUPS
 from sparseprop.errors import SparsepropError
+from sparseprop.sweeps.jobs import RUNTIME_KEYS, override_key
+from sparseprop.sweeps.report import expected_jobs
+from sparseprop.sweeps.state import flatten, status_of
 
 RUNS_CSV = "results.csv"
 LAYERS_CSV = "results_layers.csv"
@@ -102,7 +104,7 @@ def discover(paths: Iterable[str | Path], problems: list[str] | None = None) -> 
         except SparsepropError as exc:  # it only costs the list of missing jobs, and is named
             problems.append(f"{exc}; the jobs of that sweep that never started are not listed")
             continue
-        for i, (overrides, name) in enumerate(sweep.expected_jobs(hydra_cfg) or []):
+        for i, (overrides, name) in enumerate(expected_jobs(hydra_cfg) or []):
             key = (s / name).resolve()
             if key in found:
                 found[key].order, found[key].overrides = i, overrides
@@ -121,7 +123,7 @@ def _number(value: Any) -> Any:
 def _flat(node: Any) -> dict[str, Any]:
     """Dotted keys to scalars; lists become one '; '-joined string."""
     return {k: ("; ".join(str(x) for x in v) if isinstance(v, (list, tuple)) else _number(v))
-            for k, v in sweep.flatten(node).items()}
+            for k, v in flatten(node).items()}
 
 
 def _parse_value(text: str) -> Any:
@@ -183,7 +185,7 @@ def _stage_stats(rows: pd.DataFrame, prefix: str) -> dict[str, Any]:
 
 def run_row(f: Found) -> tuple[dict[str, Any], set[str]]:
     """One row of the runs table (identity, status, config, summary scalars, signal by stage) and its config keys."""
-    state = sweep.status_of(f.run_dir)
+    state = status_of(f.run_dir)
     row: dict[str, Any] = {"run": str(f.run_dir), "sweep": str(f.sweep_dir or ""), "job": f.job,
                            "status": state.status, "reason": state.reason}
     if f.missing:
@@ -202,7 +204,7 @@ def run_row(f: Found) -> tuple[dict[str, Any], set[str]]:
         if isinstance(cfg.get(group), dict):
             row[group] = cfg[group].get("name")
     for o in overrides:
-        if sweep.override_key(o) == "experiment":
+        if override_key(o) == "experiment":
             row["experiment"] = o.partition("=")[2]
     for key, value in _flat(cfg).items():
         if not (key.endswith(".name") and key[:-5] in GROUPS):
@@ -234,7 +236,7 @@ def varying_columns(runs: pd.DataFrame, config_keys: set[str]) -> list[str]:
     missing = runs.status == "missing"
     out = []
     for c in runs.columns:
-        if c not in config_keys or c in sweep.RUNTIME_KEYS:
+        if c not in config_keys or c in RUNTIME_KEYS:
             continue
         # A missing job knows only the values its overrides set; its other cells are unknown, not different.
         known = runs.loc[~(missing & runs[c].isna()), c]

@@ -14,11 +14,11 @@ from sparseprop import records
 from sparseprop.runner import checkpoint
 from sparseprop.sweeps import collect
 from sparseprop.paper import reproduce
-from sparseprop.sweeps import sweep
+from sparseprop.sweeps import jobs
 from sparseprop.errors import SparsepropError
 from tests.conftest import read_only_view, run_cli
-from tests.test_records_safety import Payload, fail_writes, one_error_line, snapshot
-from tests.test_sweep import TINY, run_app
+from tests.records.test_records_safety import Payload, fail_writes, one_error_line, snapshot
+from tests.sweeps.test_sweep import TINY, run_app
 
 SWEEP_ARGS = ["-m", *TINY, "seed=0,1"]
 
@@ -76,7 +76,7 @@ def test_collect_names_a_damaged_multirun_yaml_and_still_tabulates(tmp_path, cap
 def test_a_sweep_whose_job_directory_is_a_file_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys, kind):
     sweep_dir = tmp_path / "sweep"
     sweep_dir.mkdir()
-    name = sweep.job_dirname(["seed=1", *TINY], list(sweep.RUNTIME_KEYS), ",", "=")
+    name = jobs.job_dirname(["seed=1", *TINY], list(jobs.RUNTIME_KEYS), ",", "=")
     if kind == "file":
         (sweep_dir / name).write_text("the user's own file\n")
     else:

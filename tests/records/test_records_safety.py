@@ -18,10 +18,10 @@ from sparseprop.runner import checkpoint
 from sparseprop.sweeps import collect
 from sparseprop.runner import plots
 from sparseprop.paper import reproduce
-from sparseprop.sweeps import sweep
+from sparseprop.sweeps import launchers, report, state
 from sparseprop.errors import SparsepropError
 from tests.conftest import REPO, read_only_view, run_cli, sparseprop_exe
-from tests.test_sweep import TINY, Killed, assert_same_run, kill_at, run_app, tiny
+from tests.sweeps.test_sweep import TINY, Killed, assert_same_run, kill_at, run_app, tiny
 
 
 def snapshot(run_dir: Path) -> dict[str, tuple[bytes, int]]:
@@ -56,14 +56,14 @@ def test_a_held_directory_refuses_a_second_writer_who_writes_nothing(tmp_path, m
     before = snapshot(out)
     with records.run_lock(out):  # this process is the writer now
         assert records.lock_holder(out) == str(os.getpid())
-        assert sweep.status_of(out).status == "busy"
+        assert state.status_of(out).status == "busy"
         capsys.readouterr()
         for extra in ("resume=false", "train.lr=0.05"):
             assert run_app(monkeypatch, *TINY, extra, f"hydra.run.dir={out}") == 2
             line = one_error_line(capsys.readouterr().err)
             assert str(out) in line and f"pid {os.getpid()}" in line
         assert snapshot(out) == before  # neither .hydra/, nor the log, nor a record was touched
-    assert records.lock_holder(out) is None and sweep.status_of(out).status == "completed"
+    assert records.lock_holder(out) is None and state.status_of(out).status == "completed"
 
 
 def test_two_processes_on_one_directory_never_mix_their_records(tmp_path):
@@ -100,7 +100,7 @@ def test_a_busy_sweep_job_is_reported_and_the_others_go_on(tmp_path, monkeypatch
     before, redone = snapshot(busy), (other / "summary.json").stat().st_mtime_ns
     capsys.readouterr()
     with records.run_lock(busy):
-        assert run_app(monkeypatch, *args, "resume=false") == sweep.UNFINISHED_EXIT
+        assert run_app(monkeypatch, *args, "resume=false") == report.UNFINISHED_EXIT
         assert snapshot(busy) == before
     err = capsys.readouterr().err
     assert "1 of 2 jobs did not complete" in err and f"pid {os.getpid()}" in err and "busy" in err
@@ -119,7 +119,7 @@ def test_every_file_a_run_writes_is_in_the_record_list(tmp_path, monkeypatch):
     assert written - {records.LOG, records.LOCK} <= set(records.record_files())
     # every kind of record was exercised: all figures, the kept previous checkpoint, the isometry curve
     assert {f"{s}.png" for s in records.FIGURES} <= written and records.PREVIOUS_CHECKPOINT in written
-    assert sweep.discard_records(out) and {p.name for p in out.iterdir()} == {".hydra", records.LOG, records.LOCK}
+    assert state.discard_records(out) and {p.name for p in out.iterdir()} == {".hydra", records.LOG, records.LOCK}
     assert (out / records.LOG).stat().st_size == 0
 
 
@@ -172,7 +172,7 @@ def test_a_planted_pickle_payload_never_runs(tmp_path, monkeypatch, no_figures):
     assert result.returncode == 0 and not marker.exists(), result.stderr
     with pytest.raises(SparsepropError, match="is damaged"):
         checkpoint.load_run(out)
-    assert sweep.saved_config(out) is None and not marker.exists()
+    assert state.saved_config(out) is None and not marker.exists()
     # `train` pointed at it: the checkpoint is set aside, named, and the run starts from scratch
     assert run_app(monkeypatch, *TINY, f"hydra.run.dir={out}") == 0
     assert not marker.exists() and records.is_complete(out)
@@ -232,9 +232,9 @@ def test_truncated_summary_of_a_finished_job_does_not_stop_the_sweep(tmp_path, m
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
     good = (jobs[0] / "summary.json").read_bytes()
     (jobs[0] / "summary.json").write_bytes(good[: len(good) // 3])
-    assert sweep.status_of(jobs[0]).status == "damaged"
+    assert state.status_of(jobs[0]).status == "damaged"
     assert run_app(monkeypatch, *args) == 0  # both complete: the damaged one redone from its final checkpoint
-    assert all(sweep.status_of(j).status == "completed" for j in jobs)
+    assert all(state.status_of(j).status == "completed" for j in jobs)
     assert "summary.json is damaged" in (jobs[0] / records.LOG).read_text()
 
 
@@ -411,7 +411,7 @@ def test_shared_memory_of_dead_sweeps_only_is_cleaned(tmp_path):
             (tmp_path / name).mkdir()
             if kind == "full":
                 (tmp_path / name / "array.pkl").write_bytes(b"data")
-    removed = sweep.clean_shared_memory(tmp_path)
+    removed = launchers.clean_shared_memory(tmp_path)
     assert sorted(removed) == sorted([f"joblib_memmapping_folder_{dead.pid}_ab12_cd34", f"sem.loky-{dead.pid}-x1y2"])
     assert sorted(os.listdir(tmp_path)) == sorted(set(names) - set(removed))
 
