@@ -32,7 +32,7 @@ def record_failure(out: Path, reason: str, error_type: str) -> None:
 
     Best effort: when the failure is that nothing can be written (full disk), it is only logged.
     """
-    path = out / "summary.json"
+    path = out / records.SUMMARY
     summary: dict[str, Any] = {}
     try:
         records.clear_complete(out)
@@ -83,10 +83,9 @@ def write_hydra_records(out: Path, cfg: DictConfig, hc: Any) -> None:
     conf/train.yaml turns Hydra's own copy off (``hydra.output_subdir: null``): Hydra writes it before the job
     starts, so a second process on a busy directory would overwrite the config of the run it belongs to.
     """
-    hydra_dir = out / ".hydra"
-    records.atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
-    records.atomic_write_text(hydra_dir / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})))
-    records.atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(list(hc.overrides.task)))
+    records.atomic_write_text(out / records.HYDRA_CONFIG, OmegaConf.to_yaml(cfg))
+    records.atomic_write_text(out / records.HYDRA_SETTINGS, OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})))
+    records.atomic_write_text(out / records.HYDRA_OVERRIDES, OmegaConf.to_yaml(list(hc.overrides.task)))
 
 
 def finished_summary(out: Path) -> dict[str, Any] | None:
@@ -97,7 +96,7 @@ def finished_summary(out: Path) -> dict[str, Any] | None:
     if not records.is_complete(out):
         return None
     try:
-        return records.read_summary(out / "summary.json")
+        return records.read_summary(out / records.SUMMARY)
     except FileNotFoundError:
         return None
     except SparsepropError as exc:
@@ -141,7 +140,7 @@ def task(cfg: DictConfig) -> dict:
     single = hc.mode == RunMode.RUN
     # A directory sparseprop has written before has its lock file or .hydra/ (older versions).
     locked_before = (out / records.LOCK).exists()
-    ours = locked_before or (out / ".hydra" / "config.yaml").is_file()
+    ours = locked_before or (out / records.HYDRA_CONFIG).is_file()
     try:
         with records.run_lock(out) as writable:
             if not writable:

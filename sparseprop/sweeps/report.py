@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from sparseprop import records
 from sparseprop.sweeps.jobs import expand, job_dirname, parse
 from sparseprop.sweeps.state import RunState, status_of
 
@@ -67,7 +68,7 @@ def sweep_outcome(sweep_dir: Path, hydra_cfg: DictConfig | None) -> SweepOutcome
     if expected is not None:
         names = list(dict.fromkeys(name for _, name in expected))
     else:
-        names = sorted(p.parent.name for p in sweep_dir.glob("*/.hydra"))
+        names = sorted(p.parent.name for p in sweep_dir.glob(f"*/{records.HYDRA_DIR}"))
     return SweepOutcome(sweep_dir, [JobOutcome(name, status_of(sweep_dir / name)) for name in names])
 
 

@@ -98,9 +98,9 @@ def status_of(run_dir: Path) -> RunState:
     if holder is not None:
         return RunState("busy", f"in use by another sparseprop process (pid {holder})")
     summary: dict[str, Any] = {}
-    if (run_dir / "summary.json").is_file():
+    if (run_dir / records.SUMMARY).is_file():
         try:
-            summary = records.read_summary(run_dir / "summary.json")
+            summary = records.read_summary(run_dir / records.SUMMARY)
         except SparsepropError as exc:
             return RunState("damaged", f"{exc}; run the same command again to redo it from its checkpoint")
     status, step = summary.get("status"), summary.get("step")

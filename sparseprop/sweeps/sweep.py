@@ -13,6 +13,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from sparseprop import records
 from sparseprop.args import parse_train_args
 from sparseprop.sweeps.jobs import RUNTIME_KEYS, override_key
 from sparseprop.sweeps.launchers import clean_shared_memory
@@ -117,7 +118,7 @@ def check_sweep(config: DictConfig) -> None:
         more = f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""
         _refuse(f"{blocked[0]} is a file or a dangling link where the sweep's job directory goes{more}; move it away, "
                 "or write the sweep to another directory (hydra.sweep.dir=...)")
-    config_file = sweep_dir / "multirun.yaml"
+    config_file = sweep_dir / records.SWEEP_CONFIG
     if config_file.is_symlink() or config_file.exists() and not config_file.is_file():
         # Hydra rewrites it before the first job: through a link it would overwrite the link's target.
         _refuse(f"{config_file} is a {'link' if config_file.is_symlink() else 'folder'}, not the sweep config Hydra "

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from sparseprop import records
+from sparseprop.records import files as record_io
 from sparseprop.runner import checkpoint
 from sparseprop.sweeps import collect
 from sparseprop.paper import reproduce
@@ -206,7 +207,7 @@ def test_collect_lists_a_run_with_an_unreadable_summary_as_damaged(tmp_path, mon
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(records, "open", open_, raising=False)
+    monkeypatch.setattr(record_io, "open", open_, raising=False)  # the readers live there
     with pytest.raises(SparsepropError, match="collect: 1 runs have damaged records"):
         collect.main([str(tmp_path)])
     assert f"cannot read {locked}: Permission denied" in capsys.readouterr().err

@@ -290,7 +290,7 @@ def fail_writes(monkeypatch, code: int, under: Path) -> None:
             raise OSError(code, os.strerror(code), str(path))
         return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(records.os, "open", open_)
+    monkeypatch.setattr(os, "open", open_)
 
 
 def test_finished_run_on_a_read_only_mount_is_skipped_without_writing(tmp_path, monkeypatch, no_figures, capsys):
@@ -338,7 +338,7 @@ def test_full_disk_is_one_line_and_leaves_no_temporary(tmp_path, monkeypatch, no
         real_fsync(fd)
 
     with monkeypatch.context() as m:
-        m.setattr(records.os, "fsync", fsync)
+        m.setattr(os, "fsync", fsync)
         assert run_app(m, *TINY, f"hydra.run.dir={out}") == 2
     line = one_error_line(capsys.readouterr().err)
     assert "No space left on device" in line and str(out) in line
