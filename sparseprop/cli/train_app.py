@@ -20,7 +20,7 @@ from sparseprop.sweeps.jobs import override_key
 from sparseprop.sweeps.launchers import available_cores, job_threads
 from sparseprop.sweeps.report import UNFINISHED_EXIT
 from sparseprop.sweeps.state import config_changes, discard_records, saved_config
-from sparseprop.args import parse_train_args
+from sparseprop.args import exit_bad_input, parse_train_args
 from sparseprop.config import CONF_DIR
 from sparseprop.errors import SparsepropError
 
@@ -125,9 +125,7 @@ def read_only_job(out: Path, cfg: DictConfig, single: bool) -> dict:
             finish_single(out, summary)
         return summary
     if single:
-        print(f"sparseprop: error: {reason}" + ("" if stale else "; write to another directory (hydra.run.dir=...)"),
-              file=sys.stderr)
-        sys.exit(2)
+        exit_bad_input(reason + ("" if stale else "; write to another directory (hydra.run.dir=...)"))
     print(f"sparseprop: failed: {reason}", file=sys.stderr)
     return {"status": "failed", "reason": reason}
 
@@ -165,8 +163,7 @@ def task(cfg: DictConfig) -> dict:
         if isinstance(exc, OSError):
             exc = records.os_error(exc.filename or out, exc, "use")
         if single:
-            print(f"sparseprop: error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            exit_bad_input(str(exc))
         print(f"sparseprop: {'busy' if busy else 'failed'}: {exc}", file=sys.stderr)
         return {"status": "busy" if busy else "failed", "reason": str(exc)}
 
@@ -184,8 +181,7 @@ def run_job(cfg: DictConfig, out: Path, hc: Any, single: bool) -> dict:
         reason = stale_reason(out, cfg)
         if reason is not None:
             if single:  # bad input: nothing is touched
-                print(f"sparseprop: error: {reason}", file=sys.stderr)
-                sys.exit(2)
+                exit_bad_input(reason)
             # In a sweep the job is marked failed, so the report and `collect` show it; its files stay.
             record_failure(out, reason, "StaleRecords")
             log.error("failed: %s", reason)
@@ -204,8 +200,7 @@ def run_job(cfg: DictConfig, out: Path, hc: Any, single: bool) -> dict:
     except SparsepropError as exc:
         record_failure(out, str(exc), type(exc).__name__)
         if single:
-            print(f"sparseprop: error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            exit_bad_input(str(exc))
         log.error("failed: %s", exc)
         return {"status": "failed", "reason": str(exc)}
     except Exception as exc:  # noqa: BLE001 - in a sweep one broken job must not stop the others
@@ -263,8 +258,7 @@ def main() -> None:
     try:
         check_output_dir(sys.argv[1:])
     except SparsepropError as exc:
-        print(f"sparseprop: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        exit_bad_input(str(exc))
     sys.argv = [sys.argv[0], *sweep.with_sweep_dir(sys.argv[1:])]
     sweep.last_report = None
     # A log line that cannot be written (full disk) is dropped, not printed as a traceback; the error that

@@ -15,7 +15,7 @@ from sparseprop.config import GROUPS
 from sparseprop.errors import SparsepropError
 from sparseprop.sweeps.discover import Found
 from sparseprop.sweeps.jobs import override_key
-from sparseprop.sweeps.state import flatten, status_of
+from sparseprop.sweeps.state import flatten, plain_config, status_of
 
 ID_COLUMNS = ["run", "sweep", "job", "status", "reason", "overrides"]
 CHOICE_COLUMNS = [*GROUPS, "experiment"]
@@ -59,11 +59,7 @@ def read_config(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
     path = run_dir / records.HYDRA_CONFIG
     try:
         if path.is_file():
-            node = OmegaConf.load(path)
-            try:
-                cfg = OmegaConf.to_container(node, resolve=True)
-            except Exception:  # noqa: BLE001 - an interpolation this machine cannot resolve: keep it as written
-                cfg = OmegaConf.to_container(node, resolve=False)
+            cfg = plain_config(OmegaConf.load(path))
         path = run_dir / records.HYDRA_OVERRIDES
         if path.is_file():
             overrides = [str(o) for o in OmegaConf.load(path)]

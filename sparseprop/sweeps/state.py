@@ -36,6 +36,14 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
+def plain_config(node: Any) -> Any:
+    """A config as plain data, its interpolations resolved where they can be resolved here, else kept as written."""
+    try:
+        return OmegaConf.to_container(node, resolve=True)
+    except Exception:  # noqa: BLE001 - an interpolation that needs a running job or another machine
+        return OmegaConf.to_container(node, resolve=False)
+
+
 def saved_config(run_dir: Path) -> dict[str, Any] | None:
     """The config recorded in ``run_dir``'s last readable checkpoint, or None when there is none.
 

@@ -14,11 +14,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from sparseprop import records
-from sparseprop.args import parse_train_args
+from sparseprop.args import exit_bad_input, parse_train_args
 from sparseprop.sweeps.jobs import RUNTIME_KEYS, override_key
 from sparseprop.sweeps.launchers import clean_shared_memory
 from sparseprop.sweeps.report import UNFINISHED_EXIT, JobOutcome, SweepOutcome, expected_jobs, print_report, sweep_outcome
-from sparseprop.sweeps.state import FINISHED, config_changes, saved_config, status_of
+from sparseprop.sweeps.state import FINISHED, config_changes, plain_config, saved_config, status_of
 
 SWEEPS_DIR = "outputs/sweeps"
 _MAX_NAME = 150
@@ -51,22 +51,12 @@ def with_sweep_dir(args: list[str]) -> list[str]:
     return [*args[:at], extra, *args[at:]]
 
 
-def _refuse(message: str) -> None:
-    """Bad input found before any job ran: one line on stderr and exit code 2 (Hydra does not catch SystemExit)."""
-    print(f"sparseprop: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def _base_config(config: DictConfig) -> dict[str, Any] | None:
     """The sweep's config without its ``hydra`` node, resolved where possible (None when it cannot be read)."""
     try:
         plain = OmegaConf.to_container(config, resolve=False)
         plain.pop("hydra", None)
-        node = OmegaConf.create(plain)
-        try:
-            return OmegaConf.to_container(node, resolve=True)
-        except Exception:  # noqa: BLE001 - an interpolation that needs a running job: keep it as written
-            return OmegaConf.to_container(node, resolve=False)
+        return plain_config(OmegaConf.create(plain))
     except Exception:  # noqa: BLE001
         return None
 
@@ -76,7 +66,7 @@ def read_only_sweep(config: DictConfig, sweep_dir: Path, expected: list[tuple[li
     runs, nothing is written); otherwise refuse. Hydra would write multirun.yaml into it before any job starts."""
     where = f"cannot write to {sweep_dir} (read-only or not permitted)"
     if expected is None:
-        _refuse(f"{where}; write the sweep to another directory (hydra.sweep.dir=...)")
+        exit_bad_input(f"{where}; write the sweep to another directory (hydra.sweep.dir=...)")
     base = _base_config(config)
     jobs, stale = [], []
     for overrides, name in expected:
@@ -91,13 +81,13 @@ def read_only_sweep(config: DictConfig, sweep_dir: Path, expected: list[tuple[li
         jobs.append(JobOutcome(name, state))
     unfinished = [j.job for j in jobs if j.state.status not in FINISHED]
     if stale:
-        _refuse(f"{where}, and its records were made with another config: {stale[0]}; write the sweep to another "
+        exit_bad_input(f"{where}, and its records were made with another config: {stale[0]}; write the sweep to another "
                 "directory (hydra.sweep.dir=...)")
     if base is None:
-        _refuse(f"{where}, and the sweep's config cannot be compared with its records; write the sweep to another "
+        exit_bad_input(f"{where}, and the sweep's config cannot be compared with its records; write the sweep to another "
                 "directory (hydra.sweep.dir=...)")
     if unfinished:
-        _refuse(f"{where}, and {len(unfinished)} of its {len(jobs)} jobs are not finished ({unfinished[0]}); "
+        exit_bad_input(f"{where}, and {len(unfinished)} of its {len(jobs)} jobs are not finished ({unfinished[0]}); "
                 "write the sweep to another directory (hydra.sweep.dir=...)")
     global last_report
     last_report = SweepOutcome(sweep_dir, jobs)
@@ -116,12 +106,12 @@ def check_sweep(config: DictConfig) -> None:
                or (sweep_dir / name).exists() and not (sweep_dir / name).is_dir()]
     if blocked:
         more = f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""
-        _refuse(f"{blocked[0]} is a file or a dangling link where the sweep's job directory goes{more}; move it away, "
+        exit_bad_input(f"{blocked[0]} is a file or a dangling link where the sweep's job directory goes{more}; move it away, "
                 "or write the sweep to another directory (hydra.sweep.dir=...)")
     config_file = sweep_dir / records.SWEEP_CONFIG
     if config_file.is_symlink() or config_file.exists() and not config_file.is_file():
         # Hydra rewrites it before the first job: through a link it would overwrite the link's target.
-        _refuse(f"{config_file} is a {'link' if config_file.is_symlink() else 'folder'}, not the sweep config Hydra "
+        exit_bad_input(f"{config_file} is a {'link' if config_file.is_symlink() else 'folder'}, not the sweep config Hydra "
                 "writes there; move it away, or write the sweep to another directory (hydra.sweep.dir=...)")
     if sweep_dir.is_dir() and not os.access(sweep_dir, os.W_OK | os.X_OK):
         read_only_sweep(config, sweep_dir, expected)
