@@ -19,7 +19,7 @@ from sparseprop.sweeps import jobs
 from sparseprop.errors import SparsepropError
 from tests.conftest import read_only_view, run_cli
 from tests.records.test_records_safety import Payload, fail_writes, one_error_line, snapshot
-from tests.sweeps.test_sweep import TINY, run_app
+from tests.sweeps.helpers import TINY, run_app
 
 SWEEP_ARGS = ["-m", *TINY, "seed=0,1"]
 

@@ -18,10 +18,10 @@ from sparseprop.runner import checkpoint
 from sparseprop.sweeps import collect
 from sparseprop.runner import plots
 from sparseprop.paper import reproduce
-from sparseprop.sweeps import launchers, report, state
+from sparseprop.sweeps import report, state
 from sparseprop.errors import SparsepropError
 from tests.conftest import REPO, read_only_view, run_cli, sparseprop_exe
-from tests.sweeps.test_sweep import TINY, Killed, assert_same_run, kill_at, run_app, tiny
+from tests.sweeps.helpers import TINY, Killed, assert_same_run, kill_at, run_app, tiny
 
 
 def snapshot(run_dir: Path) -> dict[str, tuple[bytes, int]]:
@@ -392,28 +392,6 @@ def test_records_and_figures_get_the_umask_permissions(tmp_path, umask):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["summary.json", records.CHECKPOINT,
                                                                  "training_curves.png", "training_curves.pdf"])
-
-
-# ---- shared memory of killed joblib sweeps -------------------------------------------------------
-
-
-def test_shared_memory_of_dead_sweeps_only_is_cleaned(tmp_path):
-    dead = subprocess.Popen(["true"])  # a process that has exited: its id belongs to nobody now
-    dead.wait()
-    live = os.getpid()
-    names = {f"joblib_memmapping_folder_{dead.pid}_ab12_cd34": "empty", f"sem.loky-{dead.pid}-x1y2": "file",
-             f"joblib_memmapping_folder_{live}_ab12_cd34": "empty", f"sem.loky-{live}-x1y2": "file",
-             f"joblib_memmapping_folder_{dead.pid}_full": "full", "unrelated": "empty", f"sem.other-{dead.pid}": "file"}
-    for name, kind in names.items():
-        if kind == "file":
-            (tmp_path / name).write_bytes(b"")
-        else:
-            (tmp_path / name).mkdir()
-            if kind == "full":
-                (tmp_path / name / "array.pkl").write_bytes(b"data")
-    removed = launchers.clean_shared_memory(tmp_path)
-    assert sorted(removed) == sorted([f"joblib_memmapping_folder_{dead.pid}_ab12_cd34", f"sem.loky-{dead.pid}-x1y2"])
-    assert sorted(os.listdir(tmp_path)) == sorted(set(names) - set(removed))
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from sparseprop.runner import plots
 from sparseprop.sweeps import report
 from sparseprop.errors import SparsepropError
 from sparseprop.runner.run import Run
-from tests.sweeps.test_sweep import Killed, run_app, tiny
+from tests.sweeps.helpers import Killed, run_app, tiny
 
 SIGNAL = ("signal.stages=[init,final]", "signal.examples=100", "signal.layer_examples=30")
 STATUSES = ["completed", "diverged", "failed", "partial", "missing"]

@@ -18,94 +18,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from sparseprop import config, records, train
-from sparseprop.cli import train_app as app
+from sparseprop import config, records
 from sparseprop.sweeps import jobs, launchers, report, state, sweep
 from sparseprop.runner.run import CHECKPOINT
 from tests.conftest import REPO, run_cli, sparseprop_exe
-
-TINY = ["dataset=digits", "arch.depth=3", "arch.width=32", "train.iterations=60", "train.eval_interval=30",
-        "train.checkpoint_interval=25", "train.log_interval=10", "progress=false", "signal.stages=[]", "threads=1"]
-TIMING = re.compile(r"_time_s$")
-
-
-def tiny(*changes: str, base: list[str] = TINY) -> list[str]:
-    """``base`` with some of its overrides replaced or added (one override per key, as Hydra records them)."""
-    merged = {o.partition("=")[0]: o for o in base}
-    merged.update({o.partition("=")[0]: o for o in changes})
-    return list(merged.values())
-
-
-def job(sweep_dir: Path, *items: str) -> Path:
-    """The one job directory of ``sweep_dir`` whose name holds all of ``items`` (e.g. ``seed=1``)."""
-    found = [p for p in sweep_dir.iterdir() if p.is_dir() and set(items) <= set(p.name.split(","))]
-    assert len(found) == 1, (items, found)
-    return found[0]
-
-
-class Killed(BaseException):
-    """Stands in for SIGKILL in-process: like a kill, no ``except Exception`` sees it and nothing is recorded."""
-
-
-def run_app(monkeypatch, *args: str) -> int:
-    """Run `sparseprop train ARGS` in this process (Hydra included) and return its exit code."""
-    monkeypatch.setattr(sys, "argv", ["sparseprop-train", *args])
-    try:
-        app.main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
-def kill_at(monkeypatch, step: int) -> None:
-    """Make training stop dead at ``step``, as a kill would."""
-    real = train.fit
-
-    def fit(model, params, masks, splits, cfg, *args, on_step=None, **kwargs):
-        def stop(s):
-            if on_step is not None:
-                on_step(s)
-            if s == step:
-                raise Killed()
-
-        return real(model, params, masks, splits, cfg, *args, on_step=stop, **kwargs)
-
-    monkeypatch.setattr(train, "fit", fit)
-
-
-def summary_without_timings(run_dir: Path) -> dict:
-    return {k: v for k, v in records.read_json(run_dir / "summary.json").items() if not TIMING.search(k)}
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    """Same metrics, layers, signal rows, summary (timings aside), masks and final weights."""
-    for name in ("metrics.csv", "layers.csv", "signal.csv"):
-        assert (a / name).is_file() == (b / name).is_file(), name
-        if (a / name).is_file():
-            pd.testing.assert_frame_equal(pd.read_csv(a / name), pd.read_csv(b / name), check_exact=True)
-    assert summary_without_timings(a) == summary_without_timings(b)
-    ca = torch.load(a / CHECKPOINT, weights_only=True)
-    cb = torch.load(b / CHECKPOINT, weights_only=True)
-    assert ca["masks"].keys() == cb["masks"].keys() and ca["model"].keys() == cb["model"].keys()
-    for k in ca["masks"]:
-        assert torch.equal(ca["masks"][k], cb["masks"][k]), k
-    for k in ca["model"]:
-        assert torch.equal(ca["model"][k], cb["model"][k]), k
-
+from tests.sweeps.helpers import TIMING, TINY, Killed, assert_same_run, job, kill_at, run_app, summary_without_timings, tiny
 
 # ---- threads, directories, configs ---------------------------------------------------------------
-
-
-def test_job_threads_share_the_cores():
-    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
-    assert launchers.job_threads({"_target_": joblib, "n_jobs": 2}, 2) == 1
-    assert launchers.job_threads({"_target_": joblib, "n_jobs": -1}, 2) == 1
-    assert launchers.job_threads({"_target_": joblib, "n_jobs": 10}, 2) == 1
-    assert launchers.job_threads({"_target_": joblib, "n_jobs": 1}, 8) == 8
-    assert launchers.job_threads({"_target_": joblib, "n_jobs": 2}, 16) == 8
-    assert launchers.job_threads({"_target_": joblib, "n_jobs": -2}, 16) == 1
-    assert launchers.job_threads({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, 2) == 0
-    assert launchers.job_threads({"_target_": "x.SlurmLauncher", "cpus_per_task": 4}, 64) == 4
 
 
 def test_sweep_dir_is_named_by_the_sweep_and_stable():
@@ -136,13 +55,6 @@ def test_job_dirs_leave_out_runtime_keys_and_slurm_example_composes():
     assert launcher.max_num_timeout > 0  # resubmission after a timeout resumes from the checkpoint
     assert launchers.job_threads(launcher, 64) == launcher.cpus_per_task > 0
     assert cfg.hydra.callbacks.sweep_report._target_ == "sparseprop.sweeps.sweep.SweepReport"
-
-
-def test_config_changes_ignore_runtime_keys_and_new_keys():
-    old = {"train": {"lr": 0.1, "iterations": 40}, "threads": 0, "dataset": {"root": "/a", "name": "digits"}}
-    new = {"train": {"lr": 0.1, "iterations": 60, "added": 1}, "threads": 1, "dataset": {"root": "/b", "name": "digits"}}
-    assert state.config_changes(old, new) == ["train.iterations: 40 -> 60"]
-    assert state.config_changes(None, new) == []
 
 
 # ---- exact resume (in-process) -------------------------------------------------------------------
