@@ -117,4 +117,6 @@ def job_dirname(overrides: list[str], exclude_keys: list[str], item_sep: str = "
     """Hydra's ``hydra.job.override_dirname`` of a job with ``overrides`` (as ``expand`` writes them): sorted,
     overrides of ``exclude_keys`` left out, joined by ``item_sep``, every ``=`` written ``kv_sep``."""
     lines = sorted(o for o in overrides if override_key(o) not in exclude_keys)
-    return re.sub("[=]", kv_sep, item_sep.join(lines))  # as Hydra joins them: kv_sep is a replacement pattern
+    joined = item_sep.join(lines)
+    # Hydra writes kv_sep with re.sub, which reads backslashes in it as escapes; without one, a plain replace is the same.
+    return joined.replace("=", kv_sep) if "\\" not in kv_sep else re.sub("[=]", kv_sep, joined)

@@ -47,7 +47,7 @@ def test_expand_is_hydras_basic_sweeper(params, command_line):
 
 @pytest.mark.parametrize("params,command_line", SWEEPS)
 @pytest.mark.parametrize("exclude,item_sep,kv_sep", [
-    (list(jobs.RUNTIME_KEYS), ",", "="), (["seed", "prune", "figures"], "__", ":"), ([], "/", "-")])
+    (list(jobs.RUNTIME_KEYS), ",", "="), (["seed", "prune", "figures"], "__", ":"), ([], "/", "-"), ([], ",", r"\\")])
 def test_job_dirname_is_hydras_override_dirname(params, command_line, exclude, item_sep, kv_sep):
     from hydra._internal.config_loader_impl import get_overrides_dirname
 
