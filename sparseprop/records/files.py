@@ -8,8 +8,9 @@ import json
 import math
 import os
 import secrets
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pandas as pd
 import torch
@@ -115,18 +116,26 @@ def check_regular(path: str | os.PathLike) -> None:
         raise RecordsError(f"cannot read {path}: not a regular file")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file written by ``write_json``; a file that does not parse raises ``DamagedRecord``."""
+@contextmanager
+def reading(path: str | os.PathLike, damaged: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """Read a record inside the block: only a regular file is read, the ``damaged`` errors (a file that does not
+    parse) become ``DamagedRecord``, and any other OSError but a missing file one line naming the path."""
     check_regular(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        yield
+    except damaged as exc:
         raise DamagedRecord(path, exc) from None
     except FileNotFoundError:
         raise
     except OSError as exc:  # unreadable (permissions), a folder: one line naming it
         raise os_error(path, exc, "read") from None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file written by ``write_json``; a file that does not parse raises ``DamagedRecord``."""
+    with reading(path, (ValueError,)):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
 
 
 def read_summary(path: str | os.PathLike) -> dict[str, Any]:
@@ -139,17 +148,11 @@ def read_summary(path: str | os.PathLike) -> dict[str, Any]:
 
 def read_csv(path: str | os.PathLike) -> pd.DataFrame:
     """Read a CSV record; a file that does not parse raises ``DamagedRecord`` (an empty file is an empty table)."""
-    check_regular(path)
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise DamagedRecord(path, exc) from None
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise os_error(path, exc, "read") from None
+    with reading(path, (ValueError, pd.errors.ParserError)):
+        try:
+            return pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            return pd.DataFrame()
 
 
 def write_csv(path: str | os.PathLike, rows: Iterable[dict[str, Any]] | pd.DataFrame,
@@ -181,16 +184,9 @@ def read_npz(path: str | os.PathLike) -> dict[str, Any]:
 
     import numpy as np
 
-    check_regular(path)
-    try:
+    with reading(path, (ValueError, EOFError, zipfile.BadZipFile, KeyError)):
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise DamagedRecord(path, exc) from None
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise os_error(path, exc, "read") from None
 
 
 def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
