@@ -18,7 +18,7 @@ from sparseprop.paper import reproduce
 from sparseprop.sweeps import jobs
 from sparseprop.errors import SparsepropError
 from tests.conftest import read_only_view, run_cli
-from tests.records.test_records_safety import Payload, fail_writes, one_error_line, snapshot
+from tests.records.helpers import Payload, fail_writes, one_error_line, snapshot
 from tests.sweeps.helpers import TINY, run_app
 
 SWEEP_ARGS = ["-m", *TINY, "seed=0,1"]

@@ -7,7 +7,6 @@ import gzip
 import os
 import subprocess
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -21,30 +20,8 @@ from sparseprop.paper import reproduce
 from sparseprop.sweeps import report, state
 from sparseprop.errors import SparsepropError
 from tests.conftest import REPO, read_only_view, run_cli, sparseprop_exe
+from tests.records.helpers import Payload, fail_writes, one_error_line, snapshot
 from tests.sweeps.helpers import TINY, Killed, assert_same_run, kill_at, run_app, tiny
-
-
-def snapshot(run_dir: Path) -> dict[str, tuple[bytes, int]]:
-    """Every file under ``run_dir`` (hidden ones included, the lock its holder writes aside) with bytes and mtime."""
-    return {str(p.relative_to(run_dir)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(run_dir.rglob("*")) if p.is_file() and p.name != records.LOCK}
-
-
-def one_error_line(err: str) -> str:
-    """The one stderr line of a refused command (a traceback would add lines)."""
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("sparseprop: error: "), err
-    return lines[0]
-
-
-class Payload:
-    """Pickles to a call of ``exec``: loading it with ``weights_only=False`` writes the marker file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
 
 
 # ---- one writer per run directory ----------------------------------------------------------------
@@ -279,18 +256,6 @@ def test_load_run_of_garbage_is_one_clean_error(tmp_path):
 
 
 # ---- unwritable places ---------------------------------------------------------------------------
-
-
-def fail_writes(monkeypatch, code: int, under: Path) -> None:
-    """Every file opened for writing under ``under`` fails with ``code`` (EROFS: a read-only mount, even for root)."""
-    real_open = os.open
-
-    def open_(path, flags, *args, **kwargs):
-        if str(path).startswith(str(under)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
-            raise OSError(code, os.strerror(code), str(path))
-        return real_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", open_)
 
 
 def test_finished_run_on_a_read_only_mount_is_skipped_without_writing(tmp_path, monkeypatch, no_figures, capsys):
