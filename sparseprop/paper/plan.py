@@ -10,6 +10,7 @@ from sparseprop import records
 from sparseprop.paper.costs import COST_KEYS, Costs, run_cost
 from sparseprop.paper.experiment import Experiment
 from sparseprop.paper.profiles import Profile
+from sparseprop.sweeps import jobs
 
 OUTPUTS = Path("outputs")
 
@@ -75,20 +76,6 @@ def compose(overrides: list[str], hydra: bool = False) -> Any:
     return cfg
 
 
-def expand_jobs(params: dict[str, str], task: list[str]) -> list[list[str]]:
-    """The override lists of every job of a basic-sweeper sweep: ``params`` from the config, ``task`` from the command line."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides([*(f"{k}={v}" for k, v in params.items()), *task])
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
-
-
-def job_dirname(overrides: list[str], exclude: list[str]) -> str:
-    """Hydra's ``override_dirname`` for a job (``kv_sep='='``, ``item_sep=','``, as conf/train.yaml sets)."""
-    return ",".join(sorted(o for o in overrides if o.lstrip("+~").partition("=")[0] not in exclude))
-
-
 def make_plan(exp: Experiment, profile: Profile, root: Path = OUTPUTS, overrides: list[str] | None = None) -> Plan:
     """The jobs of ``exp`` under ``profile`` (or with ``overrides`` in place of the profile's), with which are complete."""
     overrides = [f"experiment={exp.id}", *(exp.profiles.get(profile.name, []) if overrides is None else overrides)]
@@ -102,8 +89,8 @@ def make_plan(exp: Experiment, profile: Profile, root: Path = OUTPUTS, overrides
     hcfg = compose([o.input_line for o in fixed], hydra=True).hydra
     params = OmegaConf.to_container(hcfg.sweeper.params) or {}
     plan.exclude = [*hcfg.job.config.override_dirname.exclude_keys, *(o.key_or_group for o in fixed)]
-    for job in expand_jobs({k: str(v) for k, v in params.items()}, overrides):
-        name = job_dirname(job, plan.exclude)
+    for job in jobs.expand([*(f"{k}={v}" for k, v in params.items()), *overrides]):
+        name = jobs.job_dirname(job, plan.exclude)
         plan.jobs.append(Job(job, name, records.is_complete(plan.sweep_dir / name)))
     return plan
 

@@ -21,10 +21,18 @@ TINY = ["dataset=digits", "arch.depth=3", "arch.width=16", "train.iterations=20"
 
 @pytest.fixture
 def last_layer(monkeypatch):
-    """The plugin's pruner class, loaded the way the command loads it."""
+    """The plugin's pruner class, loaded the way the command loads it; unregistered afterwards."""
+    import sys
+
+    monkeypatch.setattr(pruning.PRUNERS, "_items", dict(pruning.PRUNERS._items))
+    monkeypatch.setattr(pruning.PRUNERS, "_schemas", dict(pruning.PRUNERS._schemas))
     monkeypatch.setenv(plugins.ENV, str(PLUGIN))
+    plugins._load.cache_clear()
     assert plugins.load() == [PLUGIN / "conf"]
-    return pruning.PRUNERS.get("last_layer")
+    yield pruning.PRUNERS.get("last_layer")
+    plugins._load.cache_clear()
+    for name in [n for n in sys.modules if n.startswith("sparseprop_plugin_")]:
+        del sys.modules[name]
 
 
 def test_the_plugin_criterion_keeps_the_largest_magnitudes_of_the_last_layer_only(last_layer):
