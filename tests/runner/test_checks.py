@@ -2,7 +2,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from sparseprop import config, data, inits, isometry, models, pruning
+from sparseprop import config, data, inits, isometry, models, plugins, pruning
 from sparseprop.cli import main as cli
 from sparseprop.runner import checks
 from sparseprop.errors import SparsepropError
@@ -15,7 +15,7 @@ REGISTRIES = {
 
 @pytest.mark.parametrize("group", config.GROUPS)
 def test_yaml_stems_equal_registry_names(group):
-    assert cli.group_options(group) == REGISTRIES[group].names()
+    assert plugins.group_options(group) == REGISTRIES[group].names()
 
 
 def all_options():
