@@ -10,7 +10,8 @@ from tqdm import tqdm
 
 from sparseprop.errors import ConfigError
 from sparseprop.registry import Registry
-from sparseprop.signal import as_matrix, single_threaded, weight_matrices
+from sparseprop.signal.jacobians import single_threaded
+from sparseprop.signal.weights import as_matrix, weight_matrices
 
 ISOMETRY: Registry[Callable[..., dict | None]] = Registry("isometry")
 
