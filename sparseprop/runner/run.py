@@ -21,7 +21,7 @@ from sparseprop.runner.layers import SALIENCY_QUANTILES, layer_table
 from sparseprop.runner.memory import EVAL_CHUNK, available_memory, memory_estimate
 from sparseprop.models.base import activations_per_example, traced_activations
 from sparseprop.runner.rng import GENERATOR_SEEDS, SEED_MULTIPLIER, STREAMS, numpy_rng, plain_rng, seed_range, stream
-from sparseprop.runner.setup import build, library_versions, load_splits, meta_model, resolve_device
+from sparseprop.runner.setup import build, library_versions, load_splits, meta_model, resolve_device, settings
 from sparseprop.signal import measure as propagation
 
 # Re-exported: what callers read from the run module (the config checks, tests).
@@ -108,8 +108,7 @@ class Run:
         """Initialise, prune and (optionally) apply approximate isometry: everything before training."""
         cfg = self.cfg
         model = build(cfg, splits)
-        inits.initialise(model, cfg.init.name, generator=stream(cfg.seed, 0),
-                         scale=cfg.init.scale, mode=cfg.init.mode, gain=cfg.init.gain)
+        inits.initialise(model, cfg.init.name, generator=stream(cfg.seed, 0), **settings(cfg.init))
         self.model = model.to(self.device)
         self.params = pruning.prunable_parameters(self.model, cfg.prune.include_bias)
         self.stage_hook("init")
@@ -130,21 +129,20 @@ class Run:
         self.apply_isometry()
 
     def apply_isometry(self) -> None:
-        """Run the configured isometry step (``none`` does nothing)."""
+        """Run the configured isometry step; one that returns None (``none``) changed nothing and has no stage."""
         cfg = self.cfg.isometry
-        if cfg.name == "none":
-            return
         t = time.time()
-        result = isometry.ISOMETRY.get(cfg.name, "isometry")(self.model, self.masks, steps=cfg.steps, lr=cfg.lr)
+        result = isometry.ISOMETRY.get(cfg.name, "isometry")(self.model, self.masks, **settings(cfg))
+        if result is None:
+            return
         self.extra["isometry_time_s"] = time.time() - t
-        if result is not None:
-            self.extra.update(ai_objective_before=result["total_before"], ai_objective_after=result["total_after"])
-            records.write_csv(self.out / "isometry.csv", [{"step": st, "objective": v} for st, v in result["curve"]])
-            for row in self.layers:
-                if row["name"] in result["layers"]:
-                    i = result["layers"].index(row["name"])
-                    row.update(ai_objective_before=result["objective_before"][i], ai_objective_after=result["objective_after"][i])
-            records.write_csv(self.out / "layers.csv", self.layers)
+        self.extra.update(ai_objective_before=result["total_before"], ai_objective_after=result["total_after"])
+        records.write_csv(self.out / "isometry.csv", [{"step": st, "objective": v} for st, v in result["curve"]])
+        for row in self.layers:
+            if row["name"] in result["layers"]:
+                i = result["layers"].index(row["name"])
+                row.update(ai_objective_before=result["objective_before"][i], ai_objective_after=result["objective_after"][i])
+        records.write_csv(self.out / "layers.csv", self.layers)
         self.stage_hook("isometry")
 
     def stage_hook(self, stage: str, step: int = 0) -> None:

@@ -20,11 +20,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def settings(node: Any) -> dict[str, Any]:
+    """The settings of a config group's chosen option (its keys but ``name``), as its implementation takes them."""
+    return {k: v for k, v in node.items() if k != "name"}
+
+
 def build(cfg: DictConfig, splits: Any) -> torch.nn.Module:
     """The configured network for inputs of ``splits.in_shape`` and ``splits.num_classes`` (CPU, not initialised)."""
-    act = models.build_activation(cfg.activation.name, negative_slope=cfg.activation.negative_slope)
-    opts = {k: v for k, v in cfg.arch.items() if k != "name"}
-    return models.build_model(cfg.arch.name, splits.in_shape, splits.num_classes, act, **opts)
+    act = models.build_activation(cfg.activation.name, **settings(cfg.activation))
+    return models.build_model(cfg.arch.name, splits.in_shape, splits.num_classes, act, **settings(cfg.arch))
 
 
 def meta_model(cfg: DictConfig, shape: data.DatasetShape) -> torch.nn.Module:
@@ -36,12 +40,14 @@ def meta_model(cfg: DictConfig, shape: data.DatasetShape) -> torch.nn.Module:
 def load_splits(cfg: DictConfig, device: torch.device) -> tuple[data.Splits, data.Splits]:
     """Training splits and the splits used for scoring (another dataset for transfer pruning)."""
     ds = cfg.dataset
-    opts = dict(download=ds.download, val_fraction=ds.val_fraction, split_seed=ds.split_seed, standardise=ds.standardise)
-    splits = data.load(ds.name, ds.root, device, **opts)
+    # A scoring dataset is read with the training dataset's settings (root, validation split, standardisation).
+    opts = {k: v for k, v in settings(ds).items() if k != "root"}
+    root = ds.get("root")
+    splits = data.load(ds.name, root, device, **opts)
     score_name = cfg.prune.dataset or ds.name
     if score_name == ds.name:
         return splits, splits
-    score = data.load(score_name, ds.root, device, **opts)
+    score = data.load(score_name, root, device, **opts)
     if score.in_shape != splits.in_shape or score.num_classes != splits.num_classes:
         raise DataError(f"prune.dataset={score_name} has inputs {score.in_shape} and {score.num_classes} classes, "
                         f"but dataset={ds.name} has {splits.in_shape} and {splits.num_classes}: they must match")
