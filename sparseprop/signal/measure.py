@@ -13,7 +13,7 @@ from sparseprop.errors import SparsepropError
 from sparseprop.models.base import measuring
 from sparseprop.signal.jacobians import io_singular_values, layer_singular_values
 from sparseprop.signal.spectra import spectrum_stats
-from sparseprop.signal.weights import as_matrix, isometry_residual, weight_matrices
+from sparseprop.signal.weights import isometry_residual, weight_matrices, weight_singular_values
 
 SIGNAL_COLUMNS = ["stage", "step", "scope", "layer", "name", "examples", "count", "nonfinite", "mean", "std", "min",
                   "max", "condition", "q05", "q25", "q50", "q75", "q95", "median_example_condition", "residual"]
@@ -89,25 +89,13 @@ def measure(model: torch.nn.Module, x_io: torch.Tensor | None, x_layer: torch.Te
             except (SparsepropError, torch.linalg.LinAlgError) as exc:
                 failed("layerwise JSV", exc)
         residuals = isometry_residual(model)
-        for layer, (sv, res) in enumerate(zip(_weight_spectra(model), residuals)):
+        for layer, (sv, res) in enumerate(zip(weight_singular_values(model), residuals)):
             record("weights", layer, names[layer], 0, sv, f"layer {layer} weights", f"weights{layer}", res)
     return out
 
 
 def _nan_stats() -> dict[str, float]:
     return {k: float("nan") for k in SIGNAL_COLUMNS[6:-1]}
-
-
-def _weight_spectra(model: torch.nn.Module) -> list[torch.Tensor]:
-    """Singular values of each masked weight matrix; NaNs (counted as non-finite) where the weights are not finite."""
-    out = []
-    for _, w in weight_matrices(model):
-        m = as_matrix(w.detach()).double()
-        if torch.isfinite(m).all():
-            out.append(torch.linalg.svdvals(m))
-        else:
-            out.append(torch.full((min(m.shape),), float("nan"), dtype=torch.float64))
-    return out
 
 
 def headline(rows: list[dict[str, Any]]) -> dict[str, float]:

@@ -19,9 +19,20 @@ def as_matrix(weight: torch.Tensor) -> torch.Tensor:
 
 
 def weight_singular_values(model: nn.Module) -> list[torch.Tensor]:
-    """Singular values (descending, float64) of every layer's masked weight C^l⊙W^l, in order."""
+    """Singular values (descending, float64) of every layer's masked weight C^l⊙W^l, in order.
+
+    A layer whose weights are not all finite gets NaNs (counted as non-finite by ``spectrum_stats``)
+    instead of an error from the SVD.
+    """
     # Pruned entries are already exactly zero in the model, so the current weight is C^l⊙W^l.
-    return [torch.linalg.svdvals(as_matrix(w.detach()).double()) for _, w in weight_matrices(model)]
+    out = []
+    for _, w in weight_matrices(model):
+        m = as_matrix(w.detach()).double()
+        if torch.isfinite(m).all():
+            out.append(torch.linalg.svdvals(m))
+        else:
+            out.append(torch.full((min(m.shape),), float("nan"), dtype=torch.float64))
+    return out
 
 
 def isometry_residual(model: nn.Module) -> list[float]:
