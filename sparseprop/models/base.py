@@ -94,6 +94,9 @@ def _param_name(module_name: str, param: str) -> str:
 @contextmanager
 def measuring(model: nn.Module) -> Iterator[nn.Module]:
     """The model as it is scored and measured (``NORM_MODE`` ``running``: evaluation mode); its mode restored after."""
+    mode = getattr(model, "NORM_MODE", "running")
+    if mode not in NORM_MODES:
+        raise ValueError(f"{type(model).__name__}.NORM_MODE={mode!r}: choose one of {', '.join(NORM_MODES)}")
     was_training = model.training
     model.eval()
     try:
