@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -9,11 +11,29 @@ from torch import nn
 from tqdm import tqdm
 
 from sparseprop.errors import ConfigError
-from sparseprop.registry import Registry
+from sparseprop.config import MAX_STEPS
+from sparseprop.registry import Options, Registry
 from sparseprop.signal.jacobians import single_threaded
 from sparseprop.signal.weights import as_matrix, weight_matrices
 
-ISOMETRY: Registry[Callable[..., dict | None]] = Registry("isometry")
+ISOMETRY: Registry[Callable[..., dict | None]] = Registry("isometry", group="isometry")
+
+
+@dataclass
+class NoIsometry(Options):
+    """No isometry step: no settings."""
+
+
+@dataclass
+class AIOptions(Options):
+    steps: int = 10_000
+    lr: float = 0.1
+
+    def check(self) -> None:
+        if not 1 <= self.steps <= MAX_STEPS:
+            self.refuse("steps", f"an integer in [1, {MAX_STEPS:,}]")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            self.refuse("lr", "a finite number > 0")
 
 
 def _negative_identities(stacked: torch.Tensor) -> torch.Tensor:
@@ -122,12 +142,12 @@ def approximate_isometry(model: nn.Module, masks: dict[str, torch.Tensor] | None
     }
 
 
-@ISOMETRY.register("none")
+@ISOMETRY.register("none", schema=NoIsometry)
 def _isometry_none(model: nn.Module, masks: dict[str, torch.Tensor] | None, **_: object) -> None:
     return None
 
 
-@ISOMETRY.register("ai")
+@ISOMETRY.register("ai", schema=AIOptions)
 def _isometry_ai(model: nn.Module, masks: dict[str, torch.Tensor] | None, steps: int = 10_000, lr: float = 0.1,
                  record_every: int = 100, progress: bool = False, **_: object) -> dict:
     return approximate_isometry(model, masks, steps=steps, lr=lr, record_every=record_every, progress=progress)

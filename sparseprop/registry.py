@@ -92,9 +92,27 @@ class Registry(Generic[T]):
         """A composed config node of this group as its option's schema instance, range-checked."""
         plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
         schema = self.schema(plain.get("name"))
+        own = self.settings_of(plain["name"])
+        for key, value in plain.items():
+            if key != "name" and key not in own:
+                raise self.foreign_setting(plain["name"], key, value)
         opts = schema(**plain)
         opts.check()
         return opts
+
+    def settings_of(self, name: str) -> list[str]:
+        """The settings option ``name`` has (its schema's fields but ``name``), in declaration order."""
+        return [f.name for f in fields(self.schema(name)) if f.name != "name"]
+
+    def foreign_setting(self, name: str, key: str, value: Any) -> ConfigError:
+        """The error for setting ``key``, which option ``name`` of this group does not have."""
+        group = self.group or self.kind
+        own = self.settings_of(name)
+        others = [n for n in self.names() if key in self.settings_of(n)]
+        allowed = f"{group}={name} has no setting {key!r} (its settings: {', '.join(own) or 'none'})"
+        if others:
+            allowed += f"; {', '.join(f'{group}={n}' for n in others)} {'has' if len(others) == 1 else 'have'} it"
+        return ConfigError(f"{group}.{key}", value, allowed)
 
     def names(self) -> list[str]:
         """All registered names, sorted."""

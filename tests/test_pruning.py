@@ -78,14 +78,20 @@ def test_random_masks_exact_and_seeded():
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+def snip(net, params, x, y, **settings):
+    """SNIP's masks and saliencies through the pruner API, with options as given (not range-checked)."""
+    pruner = pruning.PRUNERS.get("snip")(pruning.snip.SnipOptions(name="snip", **settings))
+    result = pruner.prune(net, params, pruning.ScoringData(x, y), None, torch.Generator().manual_seed(0))
+    return result.masks, result.scores
+
+
 def test_snip_prune_end_to_end_spp_prunes_zero_biases():
     net = tiny_mlp()
     for layer in net.layers:
         torch.nn.init.zeros_(layer.bias)
     params = pruning.prunable_parameters(net, include_bias=True)
     x, y = torch.randn(200, 12), torch.randint(0, 5, (200,))
-    masks, sal = pruning.prune("snip", model=net, params=params, x=x, y=y, sparsity=0.6,
-                               generator=torch.Generator().manual_seed(0), batches="all", batch_size=100)
+    masks, sal = snip(net, params, x, y, sparsity=0.6, batches="all", batch_size=100)
     m = sum(p.numel() for p in params.values())
     assert sum(int(v.sum()) for v in masks.values()) == round(0.4 * m)
     for k in params:
@@ -102,11 +108,11 @@ def test_prunable_parameters_excludes_batchnorm_and_optional_bias():
 @pytest.mark.parametrize("bad", ["abc", "0", "-2", "1.5", "", True])
 def test_bad_batches_rejected(bad):
     with pytest.raises(ConfigError, match="prune.batches"):
-        pruning._parse_batches(bad)
+        pruning.parse_batches(bad)
 
 
 def test_batches_parse_and_limit():
-    assert pruning._parse_batches("all") is None and pruning._parse_batches(3) == 3
+    assert pruning.parse_batches("all") is None and pruning.parse_batches(3) == 3
     with pytest.raises(ConfigError, match="at most 2 batches"):
         pruning.batch_indices(200, 100, 3, torch.Generator())
 
@@ -175,8 +181,7 @@ def test_a_loss_whose_gradient_cancels_exactly_is_refused(monkeypatch, dtype):
     total = sum(float(v.double().abs().sum()) for v in scores.values())
     assert total <= 10 * torch.finfo(dtype).eps * sum(float(v.double().abs().sum()) for v in scale.values())
     with pytest.raises(NoSignalError, match="prune.target=detached_soft: the criterion carries no signal") as info:
-        pruning.prune("snip", model=net, params=params, x=x, y=y, sparsity=0.9,
-                      generator=torch.Generator().manual_seed(0), target="detached_soft")
+        snip(net, params, x, y, sparsity=0.9, target="detached_soft")
     assert "\n" not in str(info.value)
 
 

@@ -68,9 +68,9 @@ def _parse(overrides: list[str]) -> list:
 
 def is_group(key: str) -> bool:
     """Whether an override's key chooses a config group (``init``, ``hydra/launcher``) rather than sets a value."""
-    from sparseprop.config import CONF_DIR
+    from sparseprop.plugins import config_dirs
 
-    return "/" in key or ("." not in key and (CONF_DIR / key).is_dir())
+    return "/" in key or ("." not in key and any((d / key).is_dir() for d in config_dirs()))
 
 
 _PREFIX = {"ADD": "+", "FORCE_ADD": "++", "DEL": "~", "CHANGE": ""}
@@ -120,10 +120,10 @@ def expand(overrides: list[str]) -> list[list[str]]:
 
 
 def group_options(group: str) -> list[str]:
-    """The option names of a config group: the YAML stems in conf/<group>/."""
-    from sparseprop.config import CONF_DIR
+    """The option names of a config group: the YAML stems in conf/<group>/ and in the plugins' conf/<group>/."""
+    from sparseprop import plugins
 
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    return plugins.group_options(group)
 
 
 def apply_override(cfg, o) -> None:
@@ -135,6 +135,7 @@ def apply_override(cfg, o) -> None:
     from omegaconf import OmegaConf, open_dict
 
     key, value = o.key_or_group, o.value()
+    _refuse_foreign_setting(cfg, key, value)
     current = OmegaConf.select(cfg, key, throw_on_missing=False)
     if o.package is not None:
         raise SparsepropError(f"{o.input_line}: a package (@...) is only allowed on config groups")
@@ -143,9 +144,15 @@ def apply_override(cfg, o) -> None:
             raise SparsepropError(f"{o.input_line}: there is no {key} to delete")
         if value is not None and value != current:
             raise SparsepropError(f"{o.input_line}: {key} is {current!r}, not {value!r}")
-        from sparseprop import config
+        from sparseprop.runner import checks
 
-        if not config.unknown_keys(OmegaConf.to_container(_nest(key, current))):
+        group, _, setting = key.partition(".")
+        registry = checks.registries().get(group)
+        if registry is not None and setting and OmegaConf.select(cfg, f"{group}.name") in registry:
+            needed = setting in registry.settings_of(cfg[group].name)
+        else:
+            needed = key in checks.registries() or not checks.unknown_keys(OmegaConf.to_container(_nest(key, current)))
+        if needed:
             raise SparsepropError(f"{o.input_line} is not valid: {key} is a setting every run needs and cannot be "
                                   f"deleted; change it with {key}=...")
         parent, _, leaf = key.rpartition(".")
@@ -159,6 +166,36 @@ def apply_override(cfg, o) -> None:
         if isinstance(current, bool) and isinstance(value, (int, float)) and not isinstance(value, bool):
             raise ConfigError(key, value, "true or false")  # OmegaConf would read 2 as true
         OmegaConf.update(cfg, key, value, merge=True, force_add=o.is_add() or o.is_force_add())
+
+
+def _group_setting(key: str) -> bool:
+    """Whether an override key sets a config group option's setting (``prune.target``), not a root key."""
+    from sparseprop.config import GROUPS
+
+    group, _, setting = key.lstrip("+~").partition(".")
+    return bool(setting) and group in GROUPS
+
+
+def _lacks_setting(cfg, key: str) -> bool:
+    """Whether ``key`` is a setting that the chosen option of its config group does not have."""
+    try:
+        _refuse_foreign_setting(cfg, key, None)
+    except ConfigError:
+        return True
+    return False
+
+
+def _refuse_foreign_setting(cfg, key: str, value: object) -> None:
+    """A ConfigError when ``key`` is a setting the group's chosen option does not have (``prune=random prune.target=x``)."""
+    from omegaconf import OmegaConf
+
+    from sparseprop.runner import checks
+
+    group, _, setting = key.partition(".")
+    registry = checks.registries().get(group)
+    name = OmegaConf.select(cfg, f"{group}.name", default=None) if registry is not None else None
+    if registry is not None and setting and name in registry and setting.partition(".")[0] not in registry.settings_of(name):
+        raise registry.foreign_setting(name, setting.partition(".")[0], value)
 
 
 def _nest(key: str, value: object):
@@ -184,7 +221,30 @@ def _compose(compose, config_name: str, overrides: list[str], hydra: bool = Fals
             raise SparsepropError(f"{group}={name!r} is not valid: choose one of {', '.join(exc.options)}") from None
         raise SparsepropError(_one_line(exc)) from None
     except Exception as exc:  # noqa: BLE001 - Hydra/OmegaConf errors become one line
-        raise SparsepropError(_one_line(exc)) from None
+        line = _one_line(exc)
+        unknown = re.match(r"unknown key '(\w+)\.(\w+)'", line)
+        if unknown:
+            _refuse_unknown_setting(compose, config_name, overrides, *unknown.groups())
+        raise SparsepropError(line) from None
+
+
+def _refuse_unknown_setting(compose, config_name: str, overrides: list[str], group: str, setting: str) -> None:
+    """Raise the option's own error when ``group.setting`` is a setting the chosen option of ``group`` lacks."""
+    from sparseprop.runner import checks
+
+    registry = checks.registries().get(group)
+    if registry is None:
+        return
+    parsed = _parse(overrides)
+    choices = [o.input_line for o in parsed
+               if o.key_or_group.startswith("hydra.") or is_group(o.key_or_group.lstrip("+~").partition("@")[0])]
+    try:
+        name = compose(config_name=config_name, overrides=choices)[group].name
+    except Exception:  # noqa: BLE001 - the group choice itself is broken: the generic message stands
+        return
+    values = [o.value() for o in parsed if o.key_or_group == f"{group}.{setting}"]
+    if name in registry and setting not in registry.settings_of(name):
+        raise registry.foreign_setting(name, setting, values[-1] if values else None)
 
 
 def _show_progress(done: int, total: int, t0: float, final: bool = False, failed: bool = False) -> None:
@@ -199,12 +259,17 @@ def _show_progress(done: int, total: int, t0: float, final: bool = False, failed
             print("\r" + line, end="\n" if final else "", file=sys.stderr, flush=True)
 
 
-def check(overrides: list[str], multirun: bool = True, config_name: str = "train", local: bool | None = None) -> int:
+def check(overrides: list[str], multirun: bool = True, config_name: str = "train", local: bool | None = None,
+          partial: set[str] | None = None) -> int:
     """Compose and validate every run the overrides stand for; raise SparsepropError on the first bad one.
 
     Composition (Hydra's defaults list) happens once per distinct choice of config groups; the
     value overrides of each job are then applied to a copy of that composition with Hydra's
     semantics, and the result validated. Returns the number of jobs checked.
+
+    A setting of a config group's option (``isometry.steps``) that only some jobs' options have
+    (``-m isometry=none,ai``) applies to those jobs; its key goes into ``partial``. A setting that
+    no job's option has is refused.
     """
     import copy
     import time
@@ -212,22 +277,26 @@ def check(overrides: list[str], multirun: bool = True, config_name: str = "train
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from sparseprop import config, data
+    from sparseprop import config, data, plugins, pruning
+    from sparseprop.runner import checks, run
 
     t0 = time.time()
+    searchpath = plugins.search_path_overrides()
     axes = sweep_axes(overrides)
     for key, opts in axes.items():
         if len(opts) > 1 and key.lstrip("+~").startswith("hydra"):
             raise SparsepropError(f"{key}: Hydra's own settings cannot be swept; give one value")
-    plain = [opts[0].input_line for opts in axes.values() if len(opts) == 1]
+    plain = [opts[0].input_line for key, opts in axes.items() if len(opts) == 1 and not _group_setting(key)]
     seen_data: set[tuple[str, str, bool]] = set()
     read: set[str] = set()
     unused: dict[str, tuple] = {}
+    lacking: dict[str, tuple] = {}  # group settings some job's option does not have: key -> (its config, override)
+    having: set[str] = set()
     jobs = 0
     with initialize_config_dir(config_dir=str(config.CONF_DIR), version_base="1.3", job_name="check"):
         # The config the sweep itself is set up from (Hydra's launcher, sweeper and the experiment's
         # own sweep parameters), composed once from the overrides that are not swept.
-        master = _compose(compose, config_name, plain, hydra=True)
+        master = _compose(compose, config_name, [*plain, *searchpath], hydra=True)
         for key in ("hydra.run.dir", "hydra.sweep.dir"):
             if not str(OmegaConf.select(master, key) or "").strip():
                 raise ConfigError(key, OmegaConf.select(master, key), "a directory path")
@@ -246,36 +315,48 @@ def check(overrides: list[str], multirun: bool = True, config_name: str = "train
                 key, value = o.key_or_group, o.value()
                 if key in (*config.GROUPS, "experiment") and value not in group_options(key) and value is not None:
                     raise ConfigError(key, value, f"choose one of {', '.join(group_options(key))}")
-            base = _compose(compose, config_name, [o.input_line for o in combo])
+            base = _compose(compose, config_name, [*(o.input_line for o in combo), *searchpath])
             for job in itertools.product(*values):
                 cfg = copy.deepcopy(base)
                 try:
                     for o in job:
+                        if multirun and _lacks_setting(cfg, o.key_or_group):
+                            lacking.setdefault(o.key_or_group, (cfg, o))
+                            continue
+                        having.add(o.key_or_group)
                         apply_override(cfg, o)
-                    config.validate(cfg, memory=local)
+                    chosen = checks.validate(cfg, memory_here=local)
                 except SparsepropError:
                     _show_progress(jobs, total, t0, failed=True)
                     raise
                 except Exception as exc:  # noqa: BLE001 - OmegaConf errors (types, interpolations) become one line
                     _show_progress(jobs, total, t0, failed=True)
                     raise SparsepropError(_one_line(exc)) from None
-                read |= config.keys_read(cfg)
-                for key, value, why in config.unused_settings(cfg):
+                read |= checks.train_keys_read(cfg)
+                for key, value, why in checks.unused_train_settings(cfg):
                     unused.setdefault(key, (value, why))
-                for name in {cfg.dataset.name, cfg.prune.dataset or cfg.dataset.name}:
-                    key = (name, str(cfg.dataset.root), bool(cfg.dataset.download))
+                ds = chosen["dataset"]
+                uses_data = pruning.make_pruner(cfg.prune).uses_data
+                for name in {ds.name, run.scoring_dataset(cfg) if uses_data else ds.name}:
+                    key = (name, str(getattr(ds, "root", "")), bool(getattr(ds, "download", False)))
                     if key not in seen_data:
                         seen_data.add(key)
                         data.check_available(*key)
                 jobs += 1
                 if jobs % 50 == 0:
                     _show_progress(jobs, total, t0)
-    # A setting no job reads is a mistake (init.scale with init=vs_l); in a sweep where some jobs read
-    # it (init=vs_l,normal init.scale=2) it is meant for those.
+    # A training setting no job reads is a mistake (train.momentum with train.optimizer=sgd); in a sweep
+    # where some jobs read it (train.optimizer=sgd,momentum train.momentum=0.5) it is meant for those.
     for key, (value, why) in unused.items():
         if key not in read:
             _show_progress(jobs, total, t0, failed=True)
             raise ConfigError(key, value, f"{why}; leave it out")
+    for key, (cfg, o) in lacking.items():
+        if key not in having:
+            _show_progress(jobs, total, t0, failed=True)
+            _refuse_foreign_setting(cfg, key, o.value())
+    if partial is not None:
+        partial |= lacking.keys() & having
     _show_progress(jobs, total, t0, final=True)
     return jobs
 
@@ -304,9 +385,9 @@ def check_args(args: list[str]) -> list[str]:
         return ordered  # nothing to check: Hydra shows the default config
     package = flags.get("--package")
     if package and flags.get("--cfg") == "job" and package != "_global_":
-        from sparseprop import config
+        from sparseprop.runner import checks
 
-        if config.unknown_keys(_nest(package, 0)):
+        if checks.unknown_keys(_nest(package, 0)):
             raise SparsepropError(f"--package={package!r} is not valid: the job config has no {package}; "
                                   "give a key of it (train, prune.sparsity)")
     multirun = "--multirun" in flags
@@ -317,8 +398,15 @@ def check_args(args: list[str]) -> list[str]:
                                       f"(or write {o.key_or_group}=[...] if you mean a list)")
     if _config_name(flags) != "train" or "--config-path" in flags or "--config-dir" in flags:
         return ordered  # another primary config: Hydra composes and checks it itself
-    check(overrides, multirun=multirun)
-    return ordered
+    partial: set[str] = set()
+    check(overrides, multirun=multirun, partial=partial)
+    # Hydra composes every job with every override: a setting meant for some jobs' options is added
+    # (++) to the others, whose job then drops it (train_app) before recording or running anything.
+    given = {o.partition("=")[0] for o in overrides}
+    for key in sorted(partial - given):
+        raise SparsepropError(f"{key} is swept by the experiment for jobs some of whose {key.partition('.')[0]} options "
+                              f"do not have it; sweep it on the command line instead")
+    return [f"++{o}" if o.partition("=")[0] in partial else o for o in ordered]
 
 
 def train_command(args: list[str]) -> None:
@@ -329,7 +417,9 @@ def train_command(args: list[str]) -> None:
         fail(str(exc))
     from sparseprop.cli import train_app as app
 
-    sys.argv = ["sparseprop-train", *ordered]
+    from sparseprop import plugins
+
+    sys.argv = ["sparseprop-train", *ordered, *plugins.search_path_overrides()]
     app.main()
 
 

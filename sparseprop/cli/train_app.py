@@ -14,7 +14,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sparseprop import config, records
+from sparseprop import config, plugins, records
+from sparseprop.runner import checks
 from sparseprop.sweeps import sweep
 from sparseprop.args import parse_train_args
 from sparseprop.config import CONF_DIR
@@ -132,6 +133,9 @@ def read_only_job(out: Path, cfg: DictConfig, single: bool) -> dict:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def task(cfg: DictConfig) -> dict:
     """Run one job in its Hydra output directory, holding its lock; in a sweep a failing job is recorded, not raised."""
+    plugins.load()  # a launcher's worker process registers the plugins' options too
+    for key in checks.drop_foreign_settings(cfg):
+        log.info("%s is set for the jobs of this sweep whose option has it; this job's does not", key)
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
     single = hc.mode == RunMode.RUN
@@ -195,7 +199,9 @@ def run_job(cfg: DictConfig, out: Path, hc: Any, single: bool) -> dict:
             return summary
     apply_job_threads(hc, cfg)
     try:
-        config.validate(cfg)
+        if hc.runtime.choices.get("hydra/launcher") not in config.LOCAL_LAUNCHERS:
+            # The sweep's check ran on the submitting machine: only the job's own machine knows its free memory.
+            checks.check_memory_here(cfg)
         write_hydra_records(out, cfg, hc)
         summary = Run(cfg, out).execute()
     except SparsepropError as exc:
@@ -267,6 +273,7 @@ def main() -> None:
     # A log line that cannot be written (full disk) is dropped, not printed as a traceback; the error that
     # stops the run still reaches stderr as one line.
     logging.raiseExceptions = False
+    plugins.load()  # the options' schemas must be in Hydra's ConfigStore before it composes
     task()
     if sweep.last_report is not None and sweep.last_report.unfinished:
         sys.exit(sweep.UNFINISHED_EXIT)

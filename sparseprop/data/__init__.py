@@ -10,6 +10,7 @@ from sparseprop.data.base import (
     LOCATORS,
     SHAPES,
     STANDARDISE,
+    DatasetOptions,
     DatasetShape,
     Splits,
     cache_dir,
@@ -23,9 +24,10 @@ from sparseprop.data.base import (
     split_sizes,
     standardise,
 )
-from sparseprop.data.idx import DEBIAN_FASHION_MNIST, locate_idx, read_idx
+from sparseprop.data.idx import DEBIAN_FASHION_MNIST, FileDatasetOptions, locate_idx, read_idx
 from sparseprop.errors import DataError
 
-__all__ = ["DATASETS", "DEBIAN_FASHION_MNIST", "DataError", "LOCATORS", "SHAPES", "STANDARDISE", "DatasetShape", "Splits",
+__all__ = ["DATASETS", "DEBIAN_FASHION_MNIST", "DataError", "DatasetOptions", "FileDatasetOptions", "LOCATORS", "SHAPES",
+           "STANDARDISE", "DatasetShape", "Splits",
            "cache_dir", "check_available", "default_root", "finish_splits", "held_out", "hold_out",
            "input_statistics", "load", "locate_idx", "read_idx", "split_sizes", "standardise"]

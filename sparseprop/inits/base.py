@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
 from sparseprop.models.base import weight_layers
-from sparseprop.registry import Registry
+from sparseprop.registry import Options, Registry
 
-INITS: Registry[Callable[..., None]] = Registry("init")
+INITS: Registry[Callable[..., None]] = Registry("init", group="init")
 FAN_MODES = ("fan_in", "fan_out", "fan_avg")
+
+
+def positive(opts: Options, key: str, what: str = "a finite number > 0") -> None:
+    """Refuse setting ``key`` of ``opts`` unless it is a finite number > 0."""
+    value = getattr(opts, key)
+    if not (math.isfinite(value) and value > 0):
+        opts.refuse(key, what)
+
+
+@dataclass
+class FixedInit(Options):
+    """An initialisation whose variances follow from the layer shapes alone: no settings."""
 
 
 def fans(weight: torch.Tensor) -> tuple[int, int]:

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from sparseprop.errors import SparsepropError
-from sparseprop.inits.base import INITS
+from sparseprop.inits.base import INITS, positive
+from sparseprop.registry import Options
+
+
+@dataclass
+class OrthogonalOptions(Options):
+    gain: float = 1.0
+
+    def check(self) -> None:
+        positive(self, "gain")
 
 
 def orthogonal_matrix(rows: int, cols: int, generator: torch.Generator | None = None,
@@ -22,7 +33,7 @@ def orthogonal_matrix(rows: int, cols: int, generator: torch.Generator | None = 
     return (q if rows >= cols else q.T).to(dtype)
 
 
-@INITS.register("orthogonal")
+@INITS.register("orthogonal", schema=OrthogonalOptions)
 def orthogonal(weight: torch.Tensor, generator: torch.Generator | None = None, gain: float = 1.0, **_: object) -> None:
     """Orthogonal init of a dense layer, times ``gain``."""
     if weight.dim() != 2:

@@ -28,7 +28,7 @@ from torch import nn
 
 from sparseprop.registry import Registry
 
-ARCHS: Registry[Callable[..., nn.Module]] = Registry("arch")
+ARCHS: Registry[Callable[..., nn.Module]] = Registry("arch", group="arch")
 
 # The layer types whose weights a network built from torch's standard layers exposes by default.
 STANDARD_WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -9,6 +10,27 @@ from torch import nn
 
 from sparseprop.errors import ConfigError
 from sparseprop.models.base import ARCHS, Network, numel
+from sparseprop.registry import Options
+
+# Beyond any network this tool can train: the bound keeps a typo from building a million-layer model.
+MAX_DEPTH = 10_000
+
+
+@dataclass
+class MLPOptions(Options):
+    depth: int = 7
+    width: int = 100
+
+    def check(self) -> None:
+        if not 1 <= self.depth <= MAX_DEPTH:
+            self.refuse("depth", f"an integer in [1, {MAX_DEPTH:,}] (the number of linear layers)")
+        if self.width < 1:
+            self.refuse("width", "an integer >= 1")
+
+
+@dataclass
+class LeNet300Options(Options):
+    """LeNet-300-100 has a fixed shape: no settings."""
 
 
 class MLP(Network):
@@ -55,7 +77,7 @@ class MLP(Network):
         return sum(layer.out_features for layer in self.layers) + sum(l.out_features for l in self.layers[:-1])
 
 
-@ARCHS.register("mlp")
+@ARCHS.register("mlp", schema=MLPOptions)
 def _mlp(in_shape: Sequence[int], num_classes: int, activation: nn.Module, depth: int = 7, width: int = 100, **_: object) -> nn.Module:
     if int(depth) < 1:
         raise ConfigError("arch.depth", depth, "an integer >= 1 (number of linear layers)")
@@ -64,6 +86,6 @@ def _mlp(in_shape: Sequence[int], num_classes: int, activation: nn.Module, depth
     return MLP(numel(in_shape), [int(width)] * (int(depth) - 1), num_classes, activation, in_shape=in_shape)
 
 
-@ARCHS.register("lenet300")
+@ARCHS.register("lenet300", schema=LeNet300Options)
 def _lenet300(in_shape: Sequence[int], num_classes: int, activation: nn.Module, **_: object) -> nn.Module:
     return MLP(numel(in_shape), [300, 100], num_classes, activation, in_shape=in_shape)

@@ -10,6 +10,8 @@ import pandas as pd
 from sparseprop.runner.plots import plt
 
 ACTIVATIONS = ("linear", "tanh")
+ERROR_LABEL = "test error (%) at best validation step"
+METHOD_COLOURS = {"VS-L": "tab:blue", "VS-L + AI": "tab:cyan", "LDI": "tab:red", "LDI-AI": "tab:green"}
 
 
 def present(values: Sequence[Any], wanted: Sequence[Any]) -> list[Any]:
@@ -68,9 +70,6 @@ def panels(rows: int, cols: int, width: float = 5.2, height: float = 3.6) -> tup
     return fig, axes
 
 
-# ---- E2 -----------------------------------------------------------------------------------------
-
-
 def figure_legend(fig: Any, title: str | None = None) -> None:
     """One legend for the whole figure, below its panels, with every distinct label of every panel."""
     entries: dict[str, Any] = {}
@@ -80,3 +79,12 @@ def figure_legend(fig: Any, title: str | None = None) -> None:
     if entries:
         fig.legend(list(entries.values()), list(entries), loc="upper center", bbox_to_anchor=(0.5, 0.0),
                    ncol=min(len(entries), 6), fontsize=8, frameon=False, title=title, title_fontsize=8)
+
+
+def finish(fig: Any, title: str, legend: bool = True, legend_title: str | None = None) -> Any:
+    """Title the figure, lay out its panels and, with ``legend``, put one legend for all of them below; returns it."""
+    fig.suptitle(title)
+    fig.tight_layout()
+    if legend:
+        figure_legend(fig, legend_title)
+    return fig

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from sparseprop.paper.tables import pm
+from sparseprop.paper.tables import ERROR, pm, usable
 
 HOLDS, FAILS, UNSURE, SKIPPED = "holds", "does not hold", "inconclusive", "skipped"
+# "Close" errors (C5, C6): the error is at most this many percentage points above the reference.
+CLOSE_PP = 1.0
 
 
 @dataclass
@@ -47,6 +49,11 @@ class Verdict:
         if FAILS in outcomes:
             return FAILS
         return HOLDS if all(o == HOLDS for o in outcomes) else UNSURE
+
+    def skip(self, reason: str) -> Verdict:
+        """This verdict, skipped for ``reason`` (nothing to judge it on)."""
+        self.skipped = reason
+        return self
 
     @property
     def why(self) -> str:
@@ -123,3 +130,12 @@ def distance_from_one(values: Any) -> np.ndarray:
     v = _numbers(values)
     with np.errstate(divide="ignore"):
         return np.abs(np.log10(np.abs(v)))
+
+
+def paired_differences(runs: pd.DataFrame, column: str, value: Any, reference: Any, keys: Sequence[str]) -> pd.Series:
+    """Error of runs with ``column == value`` minus the matching reference run's (matched on ``keys``), in points."""
+    runs = usable(runs)
+    a = runs[runs[column] == value].set_index(list(keys))[ERROR]
+    b = runs[runs[column] == reference].set_index(list(keys))[ERROR]
+    joined = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
+    return (joined.a - joined.b).astype(float)

@@ -7,9 +7,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sparseprop.paper.figkit import ACTIVATIONS, figure_legend, panels, present
+from sparseprop.paper.figkit import ACTIVATIONS, finish, panels, present
+from sparseprop.paper.labels import init_reading, readings
+from sparseprop.paper.tables import usable
 from sparseprop.runner.plots import plt
-from sparseprop.paper.tables import E1_INITS, init_reading, readings, usable
+
+# E1's two readings of the paper's "all networks are initialized with γ = 1.0", in this order.
+E1_INITS = ("vs_l", "normal")
 
 
 def _runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -58,10 +62,8 @@ def e1_masks(masks: dict[str, np.ndarray], runs: pd.DataFrame, sparsity: float =
             ax.set_xlabel("input unit", fontsize=7)
             ax.set_ylabel("output unit", fontsize=7)
             ax.tick_params(labelsize=6)
-    fig.suptitle(f"E1: SNIP masks of the hidden 100x100 layers (black = kept), MLP-7, one row per init and "
-                 f"activation, sparsity {100 * level:.0f}%, seed {int(chosen.seed.min())}")
-    fig.tight_layout()
-    return fig
+    return finish(fig, f"E1: SNIP masks of the hidden 100x100 layers (black = kept), MLP-7, one row per init and "
+                  f"activation, sparsity {100 * level:.0f}%, seed {int(chosen.seed.min())}", legend=False)
 
 
 def e1_kept_fraction(layers: pd.DataFrame, runs: pd.DataFrame) -> Any:
@@ -89,10 +91,7 @@ def e1_kept_fraction(layers: pd.DataFrame, runs: pd.DataFrame) -> Any:
                             label="no weight kept (marked on the bottom edge)")
             ax.set(yscale="log", xlabel="layer (1 = input, 7 = output)", ylabel="kept weights (%)", title=f"{a}, {r}")
             ax.grid(alpha=0.3)
-    fig.suptitle("E1: SNIP kept fraction per layer, MLP-7, one row per init (mean ± std over seeds)")
-    fig.tight_layout()
-    figure_legend(fig, title="sparsity")
-    return fig
+    return finish(fig, "E1: SNIP kept fraction per layer, MLP-7, one row per init (mean ± std over seeds)", legend_title="sparsity")
 
 
 def e1_saliency(layers: pd.DataFrame, runs: pd.DataFrame) -> Any:
@@ -129,6 +128,4 @@ def e1_saliency(layers: pd.DataFrame, runs: pd.DataFrame) -> Any:
     hi = max(ax.get_ylim()[1] for ax in axes.flat)
     for ax in axes.flat:
         ax.set_ylim(lo, hi)
-    fig.suptitle("E1: distribution of connection sensitivity per layer, MLP-7, one row per init (mean over runs)")
-    fig.tight_layout()
-    return fig
+    return finish(fig, "E1: distribution of connection sensitivity per layer, MLP-7, one row per init (mean over runs)", legend=False)

@@ -7,21 +7,23 @@ from typing import Any
 
 import pandas as pd
 
-from sparseprop.paper.claims import CLOSE_PP
-from sparseprop.paper.judge import HOLDS, Verdict
+from sparseprop import records
+from sparseprop.paper.judge import CLOSE_PP, HOLDS, Verdict
 from sparseprop.paper.tables import ERROR, markdown
 
 PAPER = ("N. Lee, T. Ajanthan, S. Gould, P. H. S. Torr, *A Signal Propagation Perspective for Pruning Neural Networks "
          "at Initialization*, ICLR 2020")
-NOT_TESTED = {
-    "C7": "architecture sculpting (E7) is out of this pipeline's scope",
-    "C8": "modern networks on CIFAR-10 / Tiny-ImageNet (E4) do not fit on a CPU",
-}
 
 
 def _cell(text: str) -> str:
     """Text safe inside a Markdown table cell."""
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _claim_key(claim: str) -> tuple[int, str]:
+    """Claims in the paper's order: C2 before C10."""
+    digits = "".join(ch for ch in claim if ch.isdigit())
+    return (int(digits) if digits else 0, claim)
 
 
 def _numbers(v: Verdict, shown: int = 2) -> str:
@@ -76,10 +78,10 @@ def runs_section(status: dict[str, Any]) -> str:
 
 
 def write(path: str | Path, verdicts: list[Verdict], status: dict[str, Any], figures: list[Path],
-          missing_figures: dict[str, str], tables: list[Path], notes: dict[str, str] | None = None) -> str:
-    """Write REPRODUCTION.md (atomically) and return its text; ``notes`` (by claim) follow that claim's section."""
-    from sparseprop import records
-
+          missing_figures: dict[str, str], tables: list[Path], notes: dict[str, str] | None = None,
+          not_tested: dict[str, str] | None = None) -> str:
+    """Write REPRODUCTION.md (atomically) and return its text; ``notes`` (by claim) follow that claim's section,
+    ``not_tested`` (by claim: why) are listed in claim order."""
     profile = status.get("profile", "?")
     wall = status.get("wall_time_s")
     lines = [
@@ -104,7 +106,8 @@ def write(path: str | Path, verdicts: list[Verdict], status: dict[str, Any], fig
         lines += [claim_section(claim, [v for v in verdicts if v.claim == claim]), ""]
         if (notes or {}).get(claim):
             lines += [notes[claim], ""]
-    lines += ["## Not tested here", ""] + [f"- {c}: {why}." for c, why in NOT_TESTED.items()] + [""]
+    untested = sorted((not_tested or {}).items(), key=lambda item: _claim_key(item[0]))
+    lines += ["## Not tested here", ""] + [f"- {c}: {why}." for c, why in untested] + [""]
     lines += ["## Runs", "", runs_section(status)]
     lines += ["## Figures and tables", ""]
     lines += [f"- `{p.as_posix()}`" for p in figures if p.suffix == ".png"]

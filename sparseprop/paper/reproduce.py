@@ -7,186 +7,28 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from sparseprop import records
-from sparseprop.paper.costs import COST_KEYS, Costs, calibrate, run_cost
 from sparseprop.errors import SparsepropError
-
-# The paper experiments in the order they run; each is conf/experiment/<id>.yaml.
-EXPERIMENTS = ("e1_masks", "e2_init", "e3_isometry", "e5_supervision", "e6_transfer", "sparsity_sweep")
-OUTPUTS = Path("outputs")
-
-_QUICK_TRAIN = ["train.iterations=1000", "train.eval_interval=200"]  # 5 evaluations: best-of-last-5 still means something
-_QUICK_SIGNAL = ["signal.examples=1000", "signal.layer_examples=100"]  # JSV on 1,000 / 100 training examples
-_QUICK_AI = ["isometry.steps=2000"]  # the AI objective has levelled off by about 2,000 steps on MLP-7
-
-
-@dataclass(frozen=True)
-class Profile:
-    """A named set of overrides per experiment, added to the experiment's own config (a comma list sweeps)."""
-
-    name: str
-    description: str
-    overrides: dict[str, list[str]] = field(default_factory=dict)
+from sparseprop.paper import catalog, gather
+from sparseprop.paper.costs import calibrate
+from sparseprop.paper.draw import draw
+from sparseprop.paper.experiment import Experiment, get, runnable
+from sparseprop.paper.plan import (OUTPUTS, Plan, collected_dir, estimate, experiment_dir, make_plan, minutes, print_plan,
+                                   wall_estimate)
+from sparseprop.paper.profiles import PROFILES, Profile
 
 
-PROFILES: dict[str, Profile] = {
-    "quick": Profile(
-        "quick",
-        "every experiment at reduced settings: 1,000 iterations, JSV on 1,000 examples (layerwise 100), AI 2,000 "
-        "steps; 2 seeds for E1, E2, E3, 1 seed for E5, E6 and the sweep; MLP-3/7 in E5, MLP-7 in E6; sparsity "
-        "10/50/90% in E1 (at VS-L and at N(0, 1), as in the paper profile) and 50/90/99% in the sweep",
-        {
-            "e1_masks": ["prune.sparsity=0.1,0.5,0.9", "seed=0,1"],
-            "e2_init": [*_QUICK_TRAIN, *_QUICK_SIGNAL, "seed=0,1"],
-            "e3_isometry": [*_QUICK_TRAIN, *_QUICK_SIGNAL, *_QUICK_AI, "seed=0,1"],
-            "e5_supervision": [*_QUICK_TRAIN, "arch.depth=3,7", "seed=0"],
-            "e6_transfer": [*_QUICK_TRAIN, "arch.depth=7", "seed=0"],
-            "sparsity_sweep": [*_QUICK_TRAIN, *_QUICK_SIGNAL, *_QUICK_AI, "prune.sparsity=0.5,0.9,0.99", "seed=0"],
-        },
-    ),
-    # The experiment files hold the paper's settings (10,000 iterations, 3 seeds, full signal measurements).
-    "paper": Profile("paper", "the paper's settings: 10,000 iterations, 3 seeds, JSV on every training example",
-                     {e: [] for e in EXPERIMENTS}),
-}
-
-
-@dataclass
-class Job:
-    """One run of a sweep: its overrides, its directory name, whether it is done, and its estimated cost."""
-
-    overrides: list[str]
-    dirname: str
-    done: bool = False
-    cost_s: float = 0.0
-
-
-@dataclass
-class Plan:
-    """One experiment under one profile: where its sweep lives and the jobs it stands for."""
-
-    experiment: str
-    profile: str
-    overrides: list[str]
-    sweep_dir: Path
-    collected_dir: Path
-    jobs: list[Job] = field(default_factory=list)
-    skip_reason: str = ""
-    # Keys left out of job directory names: conf/train.yaml's runtime keys, plus the experiment and the
-    # profile's fixed settings, which are the same for every job of this sweep directory.
-    exclude: list[str] = field(default_factory=list)
-
-    @property
-    def todo(self) -> list[Job]:
-        """Jobs not finished yet."""
-        return [j for j in self.jobs if not j.done]
-
-
-def experiment_dir(root: Path, profile: str, experiment: str) -> Path:
-    """The fixed sweep directory of ``experiment`` under ``profile`` (fixed, so a second call resumes)."""
-    return root / "experiments" / profile / experiment
-
-
-def collected_dir(root: Path, profile: str, experiment: str) -> Path:
-    """Where the gathered tables of ``experiment`` under ``profile`` go."""
-    return root / "collected" / profile / experiment
-
-
-def _compose(overrides: list[str], hydra: bool = False) -> Any:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from sparseprop.config import CONF_DIR
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="reproduce"):
-        return compose(config_name="train", overrides=overrides, return_hydra_config=hydra)
-
-
-def expand_jobs(params: dict[str, str], task: list[str]) -> list[list[str]]:
-    """The override lists of every job of a basic-sweeper sweep: ``params`` from the config, ``task`` from the command line."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides([*(f"{k}={v}" for k, v in params.items()), *task])
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
-
-
-def job_dirname(overrides: list[str], exclude: list[str]) -> str:
-    """Hydra's ``override_dirname`` for a job (``kv_sep='='``, ``item_sep=','``, as conf/train.yaml sets)."""
-    return ",".join(sorted(o for o in overrides if o.lstrip("+~").partition("=")[0] not in exclude))
-
-
-def make_plan(experiment: str, profile: Profile, root: Path = OUTPUTS) -> Plan:
-    """The jobs of ``experiment`` under ``profile``, with which of them are already complete."""
-    overrides = [f"experiment={experiment}", *profile.overrides.get(experiment, [])]
-    plan = Plan(experiment, profile.name, overrides, experiment_dir(root, profile.name, experiment),
-                collected_dir(root, profile.name, experiment))
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    fixed = [o for o in parsed if not o.is_sweep_override()]
-    hcfg = _compose([o.input_line for o in fixed], hydra=True).hydra
-    params = OmegaConf.to_container(hcfg.sweeper.params) or {}
-    plan.exclude = [*hcfg.job.config.override_dirname.exclude_keys, *(o.key_or_group for o in fixed)]
-    for job in expand_jobs({k: str(v) for k, v in params.items()}, overrides):
-        name = job_dirname(job, plan.exclude)
-        plan.jobs.append(Job(job, name, records.is_complete(plan.sweep_dir / name)))
-    return plan
-
-
-def estimate(plan: Plan, costs: Costs) -> None:
-    """Fill in every job's estimated cost (composing one config per distinct cost-relevant setting)."""
-    cache: dict[tuple[str, ...], float] = {}
-    for job in plan.jobs:
-        key = tuple(o for o in job.overrides if o.partition("=")[0] in (*COST_KEYS, "experiment"))
-        if key not in cache:
-            cache[key] = run_cost(_compose(list(key)), costs)
-        job.cost_s = cache[key]
-
-
-def wall_estimate(plans: list[Plan], costs: Costs, n_jobs: int) -> float:
-    """Seconds to finish every plan's remaining jobs with ``n_jobs`` in parallel."""
-    return sum(sum(j.cost_s for j in p.todo) / n_jobs + (costs.per_sweep if p.todo else 0) for p in plans if not p.skip_reason)
-
-
-def minutes(seconds: float) -> str:
-    """``seconds`` as a short human duration."""
-    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
-
-
-def print_plan(plans: list[Plan], costs: Costs, n_jobs: int) -> None:
-    """Print what will run and how long it should take."""
-    print(f"sparseprop reproduce: profile '{plans[0].profile}' - {PROFILES[plans[0].profile].description}")
-    print(f"  measured here (1 thread): training step {costs.train_step * 1e3:.1f} ms, SNIP batch "
-          f"{costs.snip_batch * 1e3:.1f} ms, AI step {costs.ai_step * 1e3:.1f} ms, JSV {costs.io_example * 1e3:.2f} ms "
-          f"per example (input-output), {costs.layer_example * 1e3:.2f} ms (layerwise)")
-    for p in plans:
-        if p.skip_reason:
-            print(f"  {p.experiment:<15} skipped: {p.skip_reason}")
-            continue
-        todo = p.todo
-        print(f"  {p.experiment:<15} {len(p.jobs):>4} runs, {len(p.jobs) - len(todo):>4} already complete, "
-              f"about {minutes(sum(j.cost_s for j in todo) / n_jobs)}  -> {p.sweep_dir}")
-    print(f"  estimated time: {minutes(wall_estimate(plans, costs, n_jobs))} with {n_jobs} parallel jobs "
-          "(longer if other processes share the cores)")
-
-
-# ---- running -------------------------------------------------------------------------------------
-
-def data_problem(experiment: str) -> str:
+def data_problem(exp: Experiment) -> str:
     """Why the data an experiment needs cannot be had (one line), or '' when it can."""
     from sparseprop import data
     from sparseprop.errors import DataError
 
-    needed = ("mnist", "fashion_mnist") if experiment == "e6_transfer" else ("mnist",)
-    for name in needed:
+    for name in exp.data:
         try:
             data.check_available(name, data.default_root(), download=True)
         except DataError as exc:
@@ -265,24 +107,6 @@ def outcome(runs: pd.DataFrame, expected: list[str] | None = None) -> dict[str, 
     return {"counts": counts, "problems": problems}
 
 
-def draw(root: Path, profile: str, status: dict[str, Any]) -> str:
-    """Gathered results -> figures, tables and REPRODUCTION.md; returns the verdict table."""
-    from sparseprop.paper import claims
-    from sparseprop.paper import figures
-    from sparseprop.paper import gather
-    from sparseprop.paper import report
-    from sparseprop.paper import tables
-
-    results = {e: gather.load(collected_dir(root, profile, e)) for e in EXPERIMENTS
-               if (collected_dir(root, profile, e) / gather.RUNS).is_file()}
-    fig_paths, missing = figures.draw_all(results, root / "figures")
-    table_paths = tables.write_tables(results, root / "tables")
-    skipped = {e: st["skipped"] for e, st in status.get("experiments", {}).items() if st.get("skipped")}
-    verdicts = claims.verdicts(results, skipped)
-    report.write(root / "REPRODUCTION.md", verdicts, status, fig_paths, missing, table_paths, claims.explanations(results))
-    return report.verdict_table(verdicts)
-
-
 def cores() -> int:
     """CPU cores this process may use: one parallel run per core."""
     try:
@@ -303,7 +127,8 @@ def parse(args: list[str]) -> argparse.Namespace:
 
     p = ArgumentParser(prog="reproduce", description="Run the paper's CPU-sized experiments, collect, draw, judge.")
     p.add_argument("--profile", choices=sorted(PROFILES), default="quick", help="settings to run (default quick)")
-    p.add_argument("--only", default=None, help=f"comma-separated experiments to run (default all: {','.join(EXPERIMENTS)})")
+    p.add_argument("--only", default=None, help="comma-separated experiments to run (default all: "
+                   f"{','.join(e.id for e in runnable())})")
     p.add_argument("--jobs", type=int, default=None, help="parallel runs, one torch thread each (default: the cores)")
     p.add_argument("--figures-only", action="store_true", help="gather existing runs and redraw; train nothing")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate, run nothing")
@@ -311,14 +136,8 @@ def parse(args: list[str]) -> argparse.Namespace:
     return p.parse_args(args)
 
 
-def main(args: list[str] | None = None) -> None:
-    """Plan, estimate, run the sweeps (resumably), gather, draw, judge."""
-    from tqdm import tqdm
-
-    from sparseprop.paper import gather
-
-    opts = parse(sys.argv[1:] if args is None else args)
-    profile, root = PROFILES[opts.profile], opts.outputs
+def _selection(opts: argparse.Namespace, ids: list[str]) -> list[str]:
+    """The experiments to run, after refusing options that mean nothing together (one line each)."""
     if opts.figures_only:
         # Redrawing trains nothing: options that say what to train or how would be silently ignored.
         given = [f for f, v in (("--dry-run", opts.dry_run or None), ("--only", opts.only), ("--jobs", opts.jobs))
@@ -326,48 +145,67 @@ def main(args: list[str] | None = None) -> None:
         if given:
             raise SparsepropError(f"{', '.join(given)} cannot be used with --figures-only (or `sparseprop figures`), "
                                   "which trains nothing; leave them out")
-    selected = [e.strip() for e in (opts.only or "").split(",") if e.strip()] or list(EXPERIMENTS)
+    selected = [e.strip() for e in (opts.only or "").split(",") if e.strip()] or ids
     if opts.only is not None and not opts.only.replace(",", "").strip():
         raise SparsepropError(f"--only {opts.only!r} names no experiment; give a comma-separated list of "
-                              f"{', '.join(EXPERIMENTS)} (or leave --only out to run them all)")
+                              f"{', '.join(ids)} (or leave --only out to run them all)")
     if opts.jobs is None:
         opts.jobs = cores()
     if opts.jobs < 1:
         raise SparsepropError(f"--jobs {opts.jobs}: give at least 1 parallel run")
+    root = opts.outputs
     if root.exists() and not root.is_dir() or root.is_symlink() and not root.exists():
         raise SparsepropError(f"--outputs {root}: is a file or a dangling link; give a folder")
-    unknown = [e for e in selected if e not in EXPERIMENTS]
+    unknown = [e for e in selected if e not in ids]
     if unknown:
-        raise SparsepropError(f"--only {','.join(unknown)}: unknown experiment; choose from {', '.join(EXPERIMENTS)}")
+        raise SparsepropError(f"--only {','.join(unknown)}: not an experiment this pipeline runs (unknown, or registered "
+                              f"without a sweep); choose from {', '.join(ids)}")
+    return selected
+
+
+def redraw(root: Path, profile: Profile, previous: dict[str, Any], status: dict[str, Any],
+           experiments: list[Experiment]) -> None:
+    """Gather every sweep of ``profile`` already under ``root`` again and redraw; trains nothing."""
+    if not any(experiment_dir(root, profile.name, e.id).is_dir() for e in runnable()):
+        raise SparsepropError(f"--outputs {root} holds no experiments of profile {profile.name} to draw "
+                              f"({root / 'experiments' / profile.name} has none); run them first, or give "
+                              "the --outputs and --profile they were run with")
+    for key in ("wall_time_s", "estimate_s", "finished", "selected", "n_jobs"):
+        if key in previous:
+            status[key] = previous[key]
+    for exp in runnable():
+        if experiment_dir(root, profile.name, exp.id).is_dir():
+            runs = gather.gather(experiment_dir(root, profile.name, exp.id), collected_dir(root, profile.name, exp.id),
+                                 masks=exp.masks)
+            status["experiments"].setdefault(exp.id, {}).update(outcome(runs))
+    print(draw(root, profile.name, status, experiments))
+
+
+def main(args: list[str] | None = None) -> None:
+    """Plan, estimate, run the sweeps (resumably), gather, draw, judge."""
+    from tqdm import tqdm
+
+    experiments = catalog.load()
+    opts = parse(sys.argv[1:] if args is None else args)
+    selected = _selection(opts, [e.id for e in runnable()])
+    profile, root = PROFILES[opts.profile], opts.outputs
     status_path = root / "collected" / profile.name / "status.json"
     previous = read_status(status_path) if status_path.is_file() else {}
     status: dict[str, Any] = {"profile": profile.name, "description": profile.description, "n_jobs": opts.jobs,
                               "experiments": dict(previous.get("experiments", {}))}
     if opts.figures_only:
-        if not any(experiment_dir(root, profile.name, e).is_dir() for e in EXPERIMENTS):
-            raise SparsepropError(f"--outputs {root} holds no experiments of profile {profile.name} to draw "
-                                  f"({root / 'experiments' / profile.name} has none); run them first, or give "
-                                  "the --outputs and --profile they were run with")
-        for key in ("wall_time_s", "estimate_s", "finished", "selected", "n_jobs"):
-            if key in previous:
-                status[key] = previous[key]
-        for e in EXPERIMENTS:
-            if experiment_dir(root, profile.name, e).is_dir():
-                runs = gather.gather(experiment_dir(root, profile.name, e), collected_dir(root, profile.name, e),
-                                     masks=e == "e1_masks")
-                status["experiments"].setdefault(e, {}).update(outcome(runs))
-        print(draw(root, profile.name, status))
+        redraw(root, profile, previous, status, experiments)
         return
     t0 = time.time()
     plans = []
     for e in selected:
-        plan = make_plan(e, profile, root)
-        plan.skip_reason = data_problem(e)
+        plan = make_plan(get(e), profile, root)
+        plan.skip_reason = data_problem(get(e))
         plans.append(plan)
     costs = calibrate()
     for plan in plans:
         estimate(plan, costs)
-    print_plan(plans, costs, opts.jobs)
+    print_plan(plans, profile, costs, opts.jobs)
     status["estimate_s"] = wall_estimate(plans, costs, opts.jobs)
     if opts.dry_run:
         return
@@ -378,13 +216,13 @@ def main(args: list[str] | None = None) -> None:
             if not plan.skip_reason:
                 bar.set_postfix_str(plan.experiment)
                 code, error = run_sweep(plan, opts.jobs, bar) if plan.todo else (0, "")
-                runs = gather.gather(plan.sweep_dir, plan.collected_dir, masks=plan.experiment == "e1_masks")
+                runs = gather.gather(plan.sweep_dir, plan.collected_dir, masks=get(plan.experiment).masks)
                 # Exit code 3 only says some jobs did not complete; the runs table lists them one by one.
                 st.update(returncode=code, error=error if code not in (0, 3) else "",
                           **outcome(runs, [j.dirname for j in plan.jobs]))
             status["experiments"][plan.experiment] = st
     status.update(wall_time_s=time.time() - t0, finished=time.strftime("%Y-%m-%d %H:%M"), selected=selected)
     records.write_json(status_path, status)
-    print(draw(root, profile.name, status))
+    print(draw(root, profile.name, status, experiments))
     print(f"sparseprop reproduce: done in {minutes(time.time() - t0)}; report in {root / 'REPRODUCTION.md'}, "
           f"figures in {root / 'figures'}, tables in {root / 'tables'}")

@@ -10,44 +10,13 @@ import numpy as np
 import pandas as pd
 
 from sparseprop import records
+from sparseprop.paper.experiment import Experiment, Table
+from sparseprop.paper.labels import with_method
 
 # The test error the figures, tables and verdicts use: the test error at the evaluation with the best
 # validation accuracy (the test set does not choose the checkpoint). The authors' figure, the best test
 # error over the last evaluations, is in the tables beside it.
 ERROR = "best_val_test_error_pct"
-INIT_LABELS = {"vs_l": "VS-L", "vs_g": "VS-G", "vs_h": "VS-H", "vs_custom": "VS-custom", "normal": "N(0, γ)",
-               "orthogonal": "orthogonal"}
-# E1's two readings of the paper's "all networks are initialized with γ = 1.0", in this order.
-E1_INITS = ("vs_l", "normal")
-
-
-def init_reading(init: str, scale: Any = None) -> str:
-    """An init as its weight distribution, as E1 names its readings: "VS-L: N(0, 1/fan_in)", "N(0, 1)"."""
-    if init == "vs_l":
-        return "VS-L: N(0, 1/fan_in)"
-    if init == "normal":
-        gamma = "γ" if scale is None or pd.isna(scale) else f"{float(scale):g}"
-        return f"N(0, {gamma})"
-    return INIT_LABELS.get(init, init)
-
-
-def readings(runs: pd.DataFrame) -> pd.Series:
-    """Each run's init as its weight distribution (``init_reading``), using ``init.scale`` where recorded."""
-    if runs.empty:
-        return pd.Series(dtype=object)
-    scales = runs["init.scale"] if "init.scale" in runs else pd.Series(None, index=runs.index, dtype=object)
-    return pd.Series([init_reading(i, s) for i, s in zip(runs["init"], scales)], index=runs.index, dtype=object)
-DATASET_LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "digits": "digits"}
-
-
-def method_label(init: str, prune: str = "snip", isometry: str = "none") -> str:
-    """The paper's name of a pruning method: LDI = orthogonal init + SNIP, LDI-AI = LDI then approximate isometry."""
-    if init == "orthogonal" and prune == "snip":
-        return "LDI-AI" if isometry == "ai" else "LDI"
-    base = INIT_LABELS.get(init, init) + ("" if prune == "snip" else f" + {prune}")
-    return f"{base} + AI" if isometry == "ai" else base
-
-
 # Measurements taken before training starts: a run that diverged later still has them, and they count.
 BEFORE_TRAINING = ("jsv_init_", "jsv_pruned_", "jsv_isometry_", "jsv_pretrain_", "ldi_residual_init",
                    "ldi_residual_pruned", "ldi_residual_isometry")
@@ -117,34 +86,13 @@ def readable(agg: pd.DataFrame, by: Sequence[str], columns: dict[str, str], digi
     return out
 
 
-# Each table: (experiment, group columns, metrics with their column titles).
 ERRORS = {ERROR: "test error % (best val)", "final_test_error_pct": "test error % (final)",
           "best_last_test_error_pct": "test error % (best of last 5)"}
-TABLES: dict[str, tuple[str, list[str], dict[str, str]]] = {
-    "e2_init": ("e2_init", ["activation", "init", "prune"], {
-        **ERRORS, "jsv_init_mean": "JSV mean (init)", "jsv_pruned_mean": "JSV mean (pruned)",
-        "jsv_init_condition": "JSV condition (init)", "jsv_pruned_condition": "JSV condition (pruned)"}),
-    "e3_isometry": ("e3_isometry", ["activation", "method"], {
-        **ERRORS, "jsv_init_mean": "JSV mean (init)", "jsv_pruned_mean": "JSV mean (pruned)",
-        "jsv_isometry_mean": "JSV mean (after AI)", "jsv_pruned_condition": "JSV condition (pruned)",
-        "jsv_isometry_condition": "JSV condition (after AI)", "ldi_residual_pruned": "LDI residual (pruned)",
-        "ldi_residual_isometry": "LDI residual (after AI)"}),
-    "e5_supervision": ("e5_supervision", ["depth", "activation", "target"], ERRORS),
-    "e6_transfer": ("e6_transfer", ["dataset", "prune_dataset", "depth", "activation"], ERRORS),
-}
 
 
-def with_method(runs: pd.DataFrame) -> pd.DataFrame:
-    """``runs`` with a ``method`` column (VS-L, LDI, LDI-AI, ...)."""
-    runs = runs.copy()
-    if not runs.empty:
-        runs["method"] = [method_label(i, p, s) for i, p, s in zip(runs["init"], runs["prune"], runs["isometry"])]
-    return runs
-
-
-def table(name: str, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(numeric table for CSV, readable table for Markdown) of table ``name``."""
-    _, by, metrics = TABLES[name]
+def table(spec: Table, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(numeric table for CSV, readable table for Markdown) of the table ``spec``."""
+    by, metrics = list(spec.by), spec.metrics
     agg = aggregate(with_method(runs), by, list(metrics))
     if agg.empty:
         return agg, agg
@@ -152,17 +100,20 @@ def table(name: str, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return agg, readable(agg, by, metrics, digits)
 
 
-def write_tables(results: dict[str, dict[str, Any]], out_dir: str | Path) -> list[Path]:
-    """Write ``<name>.csv`` and ``<name>.md`` for every table whose experiment has results; returns the paths."""
+def write_tables(results: dict[str, dict[str, Any]], out_dir: str | Path,
+                 experiments: Sequence[Experiment]) -> list[Path]:
+    """Write ``<name>.csv`` and ``<name>.md`` for every table of ``experiments`` that has results; returns the paths."""
     out_dir = Path(out_dir)
     written = []
-    for name, (experiment, _, _) in TABLES.items():
-        runs = results.get(experiment, {}).get("runs", pd.DataFrame())
-        if usable(runs).empty:
-            continue
-        numeric, text = table(name, runs)
-        records.write_csv(out_dir / f"{name}.csv", numeric)
-        records.atomic_write_text(out_dir / f"{name}.md", f"# {name}\n\nmean ± std over seeds; n = completed runs "
-                                  "(errors average over these); diverged runs count only in the JSV columns.\n\n" + markdown(text))
-        written += [out_dir / f"{name}.csv", out_dir / f"{name}.md"]
+    for exp in experiments:
+        for spec in exp.tables:
+            runs = results.get(exp.id, {}).get("runs", pd.DataFrame())
+            if usable(runs).empty:
+                continue
+            numeric, text = table(spec, runs)
+            records.write_csv(out_dir / f"{spec.name}.csv", numeric)
+            records.atomic_write_text(out_dir / f"{spec.name}.md", f"# {spec.name}\n\nmean ± std over seeds; n = completed "
+                                      "runs (errors average over these); diverged runs count only in the JSV columns.\n\n"
+                                      + markdown(text))
+            written += [out_dir / f"{spec.name}.csv", out_dir / f"{spec.name}.md"]
     return written

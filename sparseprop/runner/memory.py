@@ -32,9 +32,8 @@ def memory_estimate(cfg: DictConfig, model: torch.nn.Module, shape: data.Dataset
     in_features = math.prod(shape.in_shape)
     per_example = activations_per_example(model, shape.in_shape)
     n_train = sizes[0]
-    batches = pruning._parse_batches(cfg.prune.batches)
-    scored = n_train if batches is None else min(n_train, batches * cfg.prune.batch_size)
-    batch = max(2 * cfg.train.batch_size, 2 * min(EVAL_CHUNK, scored) if cfg.prune.name == "snip" else 0,
+    scored = pruning.make_pruner(cfg.prune).scored_examples(n_train)
+    batch = max(2 * cfg.train.batch_size, 2 * min(EVAL_CHUNK, scored),
                 min(EVAL_CHUNK, max(sizes)))
     out = {"model": 4 * 6 * params, "data": 4 * 2 * sum(sizes) * in_features, "activations": 4 * per_example * batch,
            "signal": 0}

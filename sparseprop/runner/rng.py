@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from sparseprop.config import GENERATOR_SEEDS
+
 # Run ``seed`` draws from generators seeded 1_000_003·seed + k, k < STREAMS (0 init, 1 pruning).
 SEED_MULTIPLIER, STREAMS = 1_000_003, 2
-# The seeds torch.Generator.manual_seed accepts: any 64-bit integer, signed or unsigned.
-GENERATOR_SEEDS = (-(2**63), 2**64 - 1)
 
 
 def stream(seed: int, k: int) -> torch.Generator:

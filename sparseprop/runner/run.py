@@ -21,13 +21,13 @@ from sparseprop.runner.layers import SALIENCY_QUANTILES, layer_table
 from sparseprop.runner.memory import EVAL_CHUNK, available_memory, memory_estimate
 from sparseprop.models.base import activations_per_example, traced_activations
 from sparseprop.runner.rng import GENERATOR_SEEDS, SEED_MULTIPLIER, STREAMS, numpy_rng, plain_rng, seed_range, stream
-from sparseprop.runner.setup import build, library_versions, load_splits, meta_model, resolve_device, settings
+from sparseprop.runner.setup import build, library_versions, load_splits, meta_model, resolve_device, scoring_dataset
 from sparseprop.signal import measure as propagation
 
 # Re-exported: what callers read from the run module (the config checks, tests).
 __all__ = ["CHECKPOINT", "EVAL_CHUNK", "GENERATOR_SEEDS", "SALIENCY_QUANTILES", "SEED_MULTIPLIER", "STREAMS", "Run",
            "activations_per_example", "available_memory", "build", "layer_table", "memory_estimate", "meta_model",
-           "resolve_device", "seed_range", "stream", "traced_activations"]
+           "resolve_device", "scoring_dataset", "seed_range", "stream", "traced_activations"]
 
 log = logging.getLogger("sparseprop")
 CHECKPOINT = records.CHECKPOINT
@@ -108,14 +108,16 @@ class Run:
         """Initialise, prune and (optionally) apply approximate isometry: everything before training."""
         cfg = self.cfg
         model = build(cfg, splits)
-        inits.initialise(model, cfg.init.name, generator=stream(cfg.seed, 0), **settings(cfg.init))
+        inits.initialise(model, cfg.init.name, generator=stream(cfg.seed, 0),
+                         **inits.INITS.options(cfg.init).settings())
         self.model = model.to(self.device)
-        self.params = pruning.prunable_parameters(self.model, cfg.prune.include_bias)
+        pruner = pruning.make_pruner(cfg.prune)
+        self.params = pruning.prunable_parameters(self.model, pruner.options.include_bias)
         self.stage_hook("init")
         t = time.time()
-        masks, sal = pruning.prune(cfg.prune.name, model=self.model, params=self.params, x=score.x_train,
-                                   y=score.y_train, sparsity=cfg.prune.sparsity, generator=stream(cfg.seed, 1),
-                                   batches=cfg.prune.batches, batch_size=cfg.prune.batch_size, target=cfg.prune.target)
+        scoring = pruning.ScoringData(score.x_train, score.y_train) if pruner.uses_data else None
+        result = pruner.prune(self.model, self.params, scoring, None, stream(cfg.seed, 1))
+        masks, sal = result.masks, result.scores
         self.extra["prune_time_s"] = time.time() - t
         self.masks = masks
         if masks:
@@ -132,7 +134,8 @@ class Run:
         """Run the configured isometry step; one that returns None (``none``) changed nothing and has no stage."""
         cfg = self.cfg.isometry
         t = time.time()
-        result = isometry.ISOMETRY.get(cfg.name, "isometry")(self.model, self.masks, **settings(cfg))
+        step = isometry.ISOMETRY.options(cfg)
+        result = isometry.ISOMETRY.get(cfg.name, "isometry")(self.model, self.masks, **step.settings())
         if result is None:
             return
         self.extra["isometry_time_s"] = time.time() - t
@@ -263,7 +266,7 @@ class Run:
         cfg = self.cfg
         model = build(cfg, splits).to(self.device)
         model.load_state_dict(ckpt["model"])
-        params = pruning.prunable_parameters(model, cfg.prune.include_bias)
+        params = pruning.prunable_parameters(model, pruning.make_pruner(cfg.prune).options.include_bias)
         masks = {k: v.to(self.device) for k, v in ckpt["masks"].items()} or None
         if masks and (masks.keys() != params.keys() or any(masks[k].shape != params[k].shape for k in masks)):
             raise ValueError("its masks do not fit the network")

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sparseprop import __version__, data, models
 from sparseprop.errors import DataError
@@ -20,15 +20,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def settings(node: Any) -> dict[str, Any]:
-    """The settings of a config group's chosen option (its keys but ``name``), as its implementation takes them."""
-    return {k: v for k, v in node.items() if k != "name"}
-
-
 def build(cfg: DictConfig, splits: Any) -> torch.nn.Module:
     """The configured network for inputs of ``splits.in_shape`` and ``splits.num_classes`` (CPU, not initialised)."""
-    act = models.build_activation(cfg.activation.name, **settings(cfg.activation))
-    return models.build_model(cfg.arch.name, splits.in_shape, splits.num_classes, act, **settings(cfg.arch))
+    act = models.build_activation(cfg.activation.name, **models.ACTIVATIONS.options(cfg.activation).settings())
+    opts = models.ARCHS.options(cfg.arch).settings()
+    return models.build_model(cfg.arch.name, splits.in_shape, splits.num_classes, act, **opts)
 
 
 def meta_model(cfg: DictConfig, shape: data.DatasetShape) -> torch.nn.Module:
@@ -39,12 +35,12 @@ def meta_model(cfg: DictConfig, shape: data.DatasetShape) -> torch.nn.Module:
 
 def load_splits(cfg: DictConfig, device: torch.device) -> tuple[data.Splits, data.Splits]:
     """Training splits and the splits used for scoring (another dataset for transfer pruning)."""
-    ds = cfg.dataset
+    ds = data.DATASETS.options(cfg.dataset)
     # A scoring dataset is read with the training dataset's settings (root, validation split, standardisation).
-    opts = {k: v for k, v in settings(ds).items() if k != "root"}
-    root = ds.get("root")
+    opts = ds.settings()
+    root = opts.pop("root", None)
     splits = data.load(ds.name, root, device, **opts)
-    score_name = cfg.prune.dataset or ds.name
+    score_name = scoring_dataset(cfg)
     if score_name == ds.name:
         return splits, splits
     score = data.load(score_name, root, device, **opts)
@@ -52,6 +48,11 @@ def load_splits(cfg: DictConfig, device: torch.device) -> tuple[data.Splits, dat
         raise DataError(f"prune.dataset={score_name} has inputs {score.in_shape} and {score.num_classes} classes, "
                         f"but dataset={ds.name} has {splits.in_shape} and {splits.num_classes}: they must match")
     return splits, score
+
+
+def scoring_dataset(cfg: DictConfig) -> str:
+    """The dataset whose training split a data-driven criterion scores on (``prune.dataset``, else the training set)."""
+    return OmegaConf.select(cfg, "prune.dataset", default=None) or cfg.dataset.name
 
 
 def library_versions() -> dict[str, str]:

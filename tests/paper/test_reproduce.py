@@ -8,46 +8,48 @@ import pytest
 from omegaconf import OmegaConf
 
 from sparseprop import config, records
-from sparseprop.paper import costs
-from sparseprop.paper import gather
-from sparseprop.paper import reproduce
 from sparseprop.errors import SparsepropError
-from tests import synthetic
+from sparseprop.paper import catalog, costs, draw, experiment, gather, reproduce
+from sparseprop.paper import plan as plans
+from sparseprop.paper.profiles import PROFILES, Profile
+from tests.paper import synthetic
 
 EXPERIMENT_DIR = config.CONF_DIR / "experiment"
+catalog.load()
+EXPERIMENTS = [e.id for e in experiment.runnable()]
 
 
 def test_one_experiment_file_per_experiment_each_saying_what_it_makes_and_how_to_run_it():
-    assert sorted(p.stem for p in EXPERIMENT_DIR.glob("*.yaml")) == sorted(reproduce.EXPERIMENTS)
-    for name in reproduce.EXPERIMENTS:
+    assert sorted(p.stem for p in EXPERIMENT_DIR.glob("*.yaml")) == sorted(EXPERIMENTS)
+    for name in EXPERIMENTS:
         lines = (EXPERIMENT_DIR / f"{name}.yaml").read_text().splitlines()
         assert lines[0] == "# @package _global_"  # Hydra reads the package only from the first line
         header = "\n".join(ln for ln in lines[1:6] if ln.startswith("#"))
         assert "Makes" in header and f"sparseprop train -m experiment={name}" in header, name
 
 
-@pytest.mark.parametrize("name", reproduce.EXPERIMENTS)
+@pytest.mark.parametrize("name", EXPERIMENTS)
 def test_paper_settings_live_in_the_experiment_files(name):
-    cfg = reproduce._compose([f"experiment={name}"], hydra=True)
+    cfg = plans.compose([f"experiment={name}"], hydra=True)
     seeds = str(cfg.hydra.sweeper.params.seed).split(",")
     assert len(seeds) >= 3
     assert cfg.train.iterations == (0 if name == "e1_masks" else 10_000)
     if name in ("e2_init", "e3_isometry"):
         assert cfg.signal.examples == "all" and cfg.isometry.steps == 10_000
-    assert reproduce.PROFILES["paper"].overrides[name] == []
+    assert experiment.get(name).profiles["paper"] == []
 
 
-@pytest.mark.parametrize("profile", sorted(reproduce.PROFILES))
+@pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_every_experiment_composes_and_validates_under_every_profile(profile, tmp_path):
-    for name in reproduce.EXPERIMENTS:
-        plan = reproduce.make_plan(name, reproduce.PROFILES[profile], tmp_path)
+    for name in EXPERIMENTS:
+        plan = plans.make_plan(experiment.get(name), PROFILES[profile], tmp_path)
         assert plan.sweep_dir == tmp_path / "experiments" / profile / name
-        config.validate(reproduce._compose(plan.jobs[-1].overrides))
+        config.validate(plans.compose(plan.jobs[-1].overrides))
 
 
 def test_plan_expands_the_sweep_with_the_profile_winning_and_finds_completed_jobs(tmp_path):
-    profile = reproduce.PROFILES["quick"]
-    plan = reproduce.make_plan("e2_init", profile, tmp_path)
+    profile = PROFILES["quick"]
+    plan = plans.make_plan(experiment.get("e2_init"), profile, tmp_path)
     assert len(plan.jobs) == 2 * 4 * 2 * 2  # activation x init x prune x seed (the profile's two seeds, not three)
     assert {o for j in plan.jobs for o in j.overrides if o.startswith("seed=")} == {"seed=0", "seed=1"}
     assert len({j.dirname for j in plan.jobs}) == len(plan.jobs) and not plan.jobs[0].done
@@ -57,18 +59,18 @@ def test_plan_expands_the_sweep_with_the_profile_winning_and_finds_completed_job
     assert first.dirname == "activation=linear,init=vs_l,prune=snip,seed=0"
     assert {"experiment", "train.iterations", "threads"} <= set(plan.exclude)
     records.mark_complete(plan.sweep_dir / first.dirname)
-    again = reproduce.make_plan("e2_init", profile, tmp_path)
+    again = plans.make_plan(experiment.get("e2_init"), profile, tmp_path)
     assert [j.done for j in again.jobs].count(True) == 1 and len(again.todo) == len(plan.jobs) - 1
 
 
-@pytest.mark.parametrize("profile", sorted(reproduce.PROFILES))
+@pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_e1_runs_both_readings_of_gamma_under_every_profile(profile, tmp_path):
-    plan = reproduce.make_plan("e1_masks", reproduce.PROFILES[profile], tmp_path)
+    plan = plans.make_plan(experiment.get("e1_masks"), PROFILES[profile], tmp_path)
     by_init = {}
     for job in plan.jobs:
         by_init.setdefault(next(o for o in job.overrides if o.startswith("init=")).split("=")[1], []).append(job)
     for init, jobs in by_init.items():
-        cfg = reproduce._compose(jobs[-1].overrides)
+        cfg = plans.compose(jobs[-1].overrides)
         assert (cfg.init.name, cfg.init.scale, cfg.train.iterations) == (init, 1.0, 0)
     # VS-L, N(0, 1/fan_in), and the fixed variance N(0, 1): each over the whole rest of the sweep.
     assert sorted(by_init) == ["normal", "vs_l"] and len(by_init["normal"]) == len(by_init["vs_l"]) == len(plan.jobs) / 2
@@ -80,7 +82,7 @@ def test_run_cost_grows_with_what_a_run_does():
     c = costs.Costs(train_step=0.005, eval_example=1e-5, snip_batch=0.005, io_example=1e-4,
                     layer_example=3e-3, ai_step=0.002, per_run=9.0)
     base = ["experiment=e2_init", "signal.examples=1000", "signal.layer_examples=100"]
-    cost = lambda *extra: costs.run_cost(reproduce._compose([*base, *extra]), c)  # noqa: E731
+    cost = lambda *extra: costs.run_cost(plans.compose([*base, *extra]), c)  # noqa: E731
     snip = cost("prune=snip")
     assert cost("prune=random") < snip < cost("prune=snip", "train.iterations=20000")
     assert cost("prune=snip", "arch.depth=3") < snip
@@ -88,23 +90,26 @@ def test_run_cost_grows_with_what_a_run_does():
     expected = 9.0 + 540 * 0.005 + 2 * (1000 * 1e-4 + 100 * 3e-3) + 16_000 * 1e-5
     assert cost("prune=snip", "train.iterations=0") == pytest.approx(expected)
     e3 = ["experiment=e3_isometry", "signal.examples=1000", "signal.layer_examples=100", "isometry.steps=2000"]
-    with_ai = costs.run_cost(reproduce._compose([*e3, "isometry=ai"]), c)
-    assert with_ai - costs.run_cost(reproduce._compose([*e3, "isometry=none"]), c) == pytest.approx(
+    with_ai = costs.run_cost(plans.compose([*e3, "isometry=ai"]), c)
+    assert with_ai - costs.run_cost(plans.compose([*e3, "isometry=none"]), c) == pytest.approx(
         2000 * 0.002 + 1000 * 1e-4 + 100 * 3e-3)  # the AI steps and the extra signal stage
 
 
 def test_wall_estimate_divides_by_jobs_and_skips_finished_and_skipped_plans(tmp_path):
     c = costs.Costs(0, 0, 0, 0, 0, 0, per_run=10.0, per_sweep=5.0)
-    a = reproduce.Plan("a", "quick", [], tmp_path, tmp_path, [reproduce.Job([], "x", cost_s=10.0),
-                                                              reproduce.Job([], "y", cost_s=30.0)])
-    done = reproduce.Plan("b", "quick", [], tmp_path, tmp_path, [reproduce.Job([], "z", done=True, cost_s=99.0)])
-    skipped = reproduce.Plan("c", "quick", [], tmp_path, tmp_path, [reproduce.Job([], "w", cost_s=99.0)], skip_reason="no data")
-    assert reproduce.wall_estimate([a, done, skipped], c, n_jobs=2) == pytest.approx(40 / 2 + 5)
+    a = plans.Plan("a", "quick", [], tmp_path, tmp_path, [plans.Job([], "x", cost_s=10.0),
+                                                              plans.Job([], "y", cost_s=30.0)])
+    done = plans.Plan("b", "quick", [], tmp_path, tmp_path, [plans.Job([], "z", done=True, cost_s=99.0)])
+    skipped = plans.Plan("c", "quick", [], tmp_path, tmp_path, [plans.Job([], "w", cost_s=99.0)], skip_reason="no data")
+    assert plans.wall_estimate([a, done, skipped], c, n_jobs=2) == pytest.approx(40 / 2 + 5)
 
 
 def test_unknown_experiment_is_refused():
     with pytest.raises(SparsepropError, match="e9"):
         reproduce.main(["--only", "e2_init,e9", "--dry-run"])
+    # E4 is registered only to say that C8 is not tested: there is no sweep to run.
+    with pytest.raises(SparsepropError, match="--only e4_modern: not an experiment this pipeline runs"):
+        reproduce.main(["--only", "e4_modern", "--dry-run"])
 
 
 @pytest.mark.parametrize("args,named", [
@@ -128,7 +133,7 @@ def fake_run(root, name, overrides, summary, complete=True):
     """A run directory as `sparseprop train` leaves it: Hydra's saved config, summary, records and the marker."""
     run = root / name
     (run / ".hydra").mkdir(parents=True)
-    OmegaConf.save(reproduce._compose(overrides), run / ".hydra" / "config.yaml")
+    OmegaConf.save(plans.compose(overrides), run / ".hydra" / "config.yaml")
     records.write_json(run / "summary.json", summary)
     records.write_csv(run / "layers.csv", [{"index": 0, "name": "layers.0.weight", "kind": "weight", "kept_fraction": 0.5}])
     records.write_csv(run / "metrics.csv", [{"step": 10, "split": "train", "name": "loss", "value": 1.5}])
@@ -159,9 +164,9 @@ def test_gather_collects_status_config_and_every_summary_scalar(tmp_path):
 def test_draw_writes_figures_tables_and_the_report_from_collected_results(tmp_path):
     results = synthetic.results()
     for name in ("e5_supervision",):
-        records.write_csv(reproduce.collected_dir(tmp_path, "quick", name) / gather.RUNS, results[name]["runs"])
+        records.write_csv(plans.collected_dir(tmp_path, "quick", name) / gather.RUNS, results[name]["runs"])
     status = {"profile": "quick", "description": "d", "experiments": {"e6_transfer": {"skipped": "no Fashion-MNIST"}}}
-    table = reproduce.draw(tmp_path, "quick", status)
+    table = draw.draw(tmp_path, "quick", status, catalog.load())
     text = (tmp_path / "REPRODUCTION.md").read_text()
     assert table in text
     assert "| C5 | uniform targets 1/C | **holds** |" in text
@@ -172,15 +177,16 @@ def test_draw_writes_figures_tables_and_the_report_from_collected_results(tmp_pa
 
 
 # A miniature of E3 on scikit-learn's digits: 4 runs, tens of steps, through sweep, gather, figures and verdicts.
-MINI = reproduce.Profile("mini", "miniature for tests", {"e3_isometry": [
+MINI = Profile("mini", "miniature for tests")
+MINI_OVERRIDES = [
     "dataset=digits", "arch.width=16", "activation=tanh", "init=orthogonal", "seed=0,1", "train.iterations=40",
     "train.eval_interval=20", "train.log_interval=10", "train.checkpoint_interval=20", "isometry.steps=30",
-    "signal.examples=64", "signal.layer_examples=16"]})
+    "signal.examples=64", "signal.layer_examples=16"]
 
 
 @pytest.mark.slow
 def test_miniature_through_sweep_gather_figures_and_verdicts(tmp_path):
-    plan = reproduce.make_plan("e3_isometry", MINI, tmp_path)
+    plan = plans.make_plan(experiment.get("e3_isometry"), MINI, tmp_path, MINI_OVERRIDES)
     assert len(plan.todo) == 4  # isometry none/ai x two seeds
 
     class Bar:
@@ -193,13 +199,13 @@ def test_miniature_through_sweep_gather_figures_and_verdicts(tmp_path):
     code, error = reproduce.run_sweep(plan, 2, bar)
     assert (code, error) == (0, "") and bar.n == 4
     # The plan predicted Hydra's job directories: a second plan finds every job complete (a rerun skips them).
-    assert reproduce.make_plan("e3_isometry", MINI, tmp_path).todo == []
+    assert plans.make_plan(experiment.get("e3_isometry"), MINI, tmp_path, MINI_OVERRIDES).todo == []
     runs = gather.gather(plan.sweep_dir, plan.collected_dir)
     assert set(runs.status) == {"completed"} and len(runs) == 4
     ai = runs[runs.isometry == "ai"]
     assert ai.jsv_isometry_mean.notna().all() and runs[runs.isometry == "none"].jsv_pruned_mean.notna().all()
     status = {"profile": "mini", "description": "miniature", "experiments": {"e3_isometry": reproduce.outcome(runs)}}
-    reproduce.draw(tmp_path, "mini", status)
+    draw.draw(tmp_path, "mini", status, catalog.load())
     for stem in ("e3_jsv", "e3_training"):
         assert (tmp_path / "figures" / f"{stem}.png").is_file() and (tmp_path / "figures" / f"{stem}.pdf").is_file()
     table = pd.read_csv(tmp_path / "tables" / "e3_isometry.csv")
@@ -218,8 +224,8 @@ def test_missing_fashion_mnist_skips_e6_with_the_reason(monkeypatch):
             raise DataError("dataset=fashion_mnist: files not found")
 
     monkeypatch.setattr(data, "check_available", check_available)
-    assert reproduce.data_problem("e6_transfer") == "dataset=fashion_mnist: files not found"
-    assert reproduce.data_problem("e2_init") == ""
+    assert reproduce.data_problem(experiment.get("e6_transfer")) == "dataset=fashion_mnist: files not found"
+    assert reproduce.data_problem(experiment.get("e2_init")) == ""
 
 
 def test_outcome_counts_statuses_and_jobs_that_never_started():

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from matplotlib.container import BarContainer
 
-from sparseprop.paper import figures
+from sparseprop.paper import catalog, draw, layerfigures
+from sparseprop.paper.experiments import e2_init, e3_isometry, e5_supervision, e6_transfer, sparsity_sweep
 from sparseprop.runner.plots import plt
-from tests import synthetic
+from tests.paper import synthetic
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +46,7 @@ def assert_readable(fig, legends=True):
 
 def test_e1_masks_show_the_hidden_masks_of_both_activations():
     res = synthetic.e1()
-    fig = figures.e1_masks(res["masks"], res["runs"])
+    fig = layerfigures.e1_masks(res["masks"], res["runs"])
     assert_readable(fig, legends=False)
     assert len(fig.axes) == 2 * 5  # linear and tanh x the five 100x100 hidden layers
     first = fig.axes[0]
@@ -56,7 +57,7 @@ def test_e1_masks_show_the_hidden_masks_of_both_activations():
 
 def test_e1_masks_one_row_per_init_and_activation():
     res = synthetic.e1(inits=("vs_l", "normal"))
-    fig = figures.e1_masks(res["masks"], res["runs"])
+    fig = layerfigures.e1_masks(res["masks"], res["runs"])
     assert len(fig.axes) == 4 * 5
     rows = [fig.axes[5 * i].get_title().split("\n")[0] for i in range(4)]
     assert rows == ["linear, VS-L: N(0, 1/fan_in)", "tanh, VS-L: N(0, 1/fan_in)", "linear, N(0, 1)", "tanh, N(0, 1)"]
@@ -66,7 +67,7 @@ def test_e1_masks_one_row_per_init_and_activation():
 
 def test_e1_kept_fraction_plots_seed_means_per_layer():
     res = synthetic.e1(tanh_ratio=0.3)
-    fig = figures.e1_kept_fraction(res["layers"], res["runs"])
+    fig = layerfigures.e1_kept_fraction(res["layers"], res["runs"])
     assert_readable(fig)
     linear, tanh = fig.axes
     x, y = line(tanh, "90%")
@@ -77,7 +78,7 @@ def test_e1_kept_fraction_plots_seed_means_per_layer():
 
 
 def test_e1_saliency_shows_mean_median_max_per_layer():
-    fig = figures.e1_saliency(*(synthetic.e1()[k] for k in ("layers", "runs")))
+    fig = layerfigures.e1_saliency(*(synthetic.e1()[k] for k in ("layers", "runs")))
     assert_readable(fig)
     linear, tanh = fig.axes
     assert (linear.get_title(), tanh.get_title()) == ("linear, VS-L: N(0, 1/fan_in)", "tanh, VS-L: N(0, 1/fan_in)")
@@ -90,7 +91,7 @@ def test_e1_saliency_shows_mean_median_max_per_layer():
 
 def test_e1_kept_fraction_and_saliency_draw_each_reading_of_gamma_in_its_own_row():
     res = synthetic.e1(tanh_ratio={"vs_l": 1.0, "normal": 0.0}, inits=("vs_l", "normal"))
-    fig = figures.e1_kept_fraction(res["layers"], res["runs"])
+    fig = layerfigures.e1_kept_fraction(res["layers"], res["runs"])
     assert_readable(fig)
     assert [ax.get_title() for ax in fig.axes] == ["linear, VS-L: N(0, 1/fan_in)", "tanh, VS-L: N(0, 1/fan_in)",
                                                     "linear, N(0, 1)", "tanh, N(0, 1)"]
@@ -100,7 +101,7 @@ def test_e1_kept_fraction_and_saliency_draw_each_reading_of_gamma_in_its_own_row
     y = line(tanh_normal, "90%")[1]
     assert np.isnan(y[5]) and np.isfinite(y[:5]).all()
     assert line(tanh_normal, "no weight kept (marked on the bottom edge)")[0].tolist() == [6.0]
-    fig = figures.e1_saliency(res["layers"], res["runs"])
+    fig = layerfigures.e1_saliency(res["layers"], res["runs"])
     assert_readable(fig)
     assert len(fig.axes) == 4 and len({ax.get_ylim() for ax in fig.axes}) == 1
     # The synthetic N(0, 1) saliency per connection is twice VS-L's, layer by layer.
@@ -108,7 +109,7 @@ def test_e1_kept_fraction_and_saliency_draw_each_reading_of_gamma_in_its_own_row
 
 
 def test_e1_saliency_bands_are_the_quantiles_per_layer():
-    fig = figures.e1_saliency(*(synthetic.e1()[k] for k in ("layers", "runs")))
+    fig = layerfigures.e1_saliency(*(synthetic.e1()[k] for k in ("layers", "runs")))
     ax = fig.axes[1]
     bands = {c.get_label(): c.get_paths()[0].vertices for c in ax.collections}
     for label, lo, hi in (("25-75%", 0.1, 1.0), ("5-95% of connections", 0.01, 5.0)):
@@ -119,12 +120,12 @@ def test_e1_saliency_bands_are_the_quantiles_per_layer():
             np.testing.assert_allclose([ys.min(), ys.max()], [lo * sal, hi * sal])
     # Without the quantile columns (older records) the figure still draws mean, median and max.
     layers = synthetic.e1()["layers"].drop(columns=["saliency_q05", "saliency_q25", "saliency_q75", "saliency_q95"])
-    fig = figures.e1_saliency(layers, synthetic.e1()["runs"])
+    fig = layerfigures.e1_saliency(layers, synthetic.e1()["runs"])
     assert not fig.axes[0].collections and line(fig.axes[0], "median")[1][0] == pytest.approx(5e-6)
 
 
 def test_e2_jsv_bars_are_stage_means_by_init():
-    fig = figures.e2_jsv(synthetic.e2()["runs"])
+    fig = e2_init.e2_jsv(synthetic.e2()["runs"])
     assert_readable(fig)
     mean_linear = fig.axes[0]
     # inits on the x axis in the paper's order; orthogonal's JSV after init is 1 + mean jitter 0.01.
@@ -135,7 +136,7 @@ def test_e2_jsv_bars_are_stage_means_by_init():
 
 
 def test_e2_error_bars_snip_against_random():
-    fig = figures.e2_error(synthetic.e2()["runs"])
+    fig = e2_init.e2_error(synthetic.e2()["runs"])
     assert_readable(fig)
     np.testing.assert_allclose(bars(fig.axes[1], "SNIP"), [4.0] * 4)  # 3 + mean seed 1
     np.testing.assert_allclose(bars(fig.axes[1], "random"), [61.0] * 4)
@@ -143,7 +144,7 @@ def test_e2_error_bars_snip_against_random():
 
 
 def test_e3_jsv_shows_the_after_ai_stage_only_for_ai_methods():
-    fig = figures.e3_jsv(synthetic.e3()["runs"])
+    fig = e3_isometry.e3_jsv(synthetic.e3()["runs"])
     assert_readable(fig)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["VS-L", "VS-L + AI", "LDI", "LDI-AI"]
@@ -154,7 +155,7 @@ def test_e3_jsv_shows_the_after_ai_stage_only_for_ai_methods():
 
 def test_e3_training_curves_are_seed_means_per_method():
     res = synthetic.e3()
-    fig = figures.e3_training(res["metrics"], res["runs"])
+    fig = e3_isometry.e3_training(res["metrics"], res["runs"])
     assert_readable(fig)
     x, y = line(fig.axes[0], "LDI-AI")
     np.testing.assert_allclose(x, np.arange(100, 1001, 100))
@@ -163,7 +164,7 @@ def test_e3_training_curves_are_seed_means_per_method():
 
 
 def test_sparsity_sweep_plots_error_and_the_trained_networks_jsv():
-    fig = figures.sparsity_sweep(synthetic.sweep()["runs"])
+    fig = sparsity_sweep.sparsity_sweep(synthetic.sweep()["runs"])
     assert_readable(fig)
     error_linear, error_tanh, jsv_linear, jsv_tanh = fig.axes
     x, y = line(jsv_linear, "LDI")
@@ -177,22 +178,22 @@ def test_sparsity_sweep_plots_error_and_the_trained_networks_jsv():
 
 
 def test_e5_and_e6_bars():
-    fig = figures.e5_supervision(synthetic.e5(gap=0.5)["runs"])
+    fig = e5_supervision.e5_supervision(synthetic.e5(gap=0.5)["runs"])
     assert_readable(fig)
     np.testing.assert_allclose(bars(fig.axes[0], "uniform 1/C"), [2.8, 3.0, 3.2])
     np.testing.assert_allclose(bars(fig.axes[0], "labels"), [2.325, 2.525, 2.725])
-    fig = figures.e6_transfer(synthetic.e6(gap=0.3)["runs"])
+    fig = e6_transfer.e6_transfer(synthetic.e6(gap=0.3)["runs"])
     assert_readable(fig)
     np.testing.assert_allclose(bars(fig.axes[0], "transferred mask"), [11.3, 2.3])  # Fashion-MNIST sorts first
     np.testing.assert_allclose(bars(fig.axes[0], "in-domain mask"), [11.025, 2.025])
 
 
-def test_draw_all_writes_png_and_pdf_and_names_what_it_could_not_draw(tmp_path):
+def test_draw_figures_writes_png_and_pdf_and_names_what_it_could_not_draw(tmp_path):
     # Two experiments keep the test quick; every figure function is drawn on its own above.
     results = {k: v for k, v in synthetic.results().items() if k in ("e2_init", "e6_transfer")}
-    written, missing = figures.draw_all(results, tmp_path)
+    written, missing = draw.draw_figures(results, tmp_path, catalog.load())
     drawn = {"e2_jsv", "e2_error", "e6_transfer"}
-    assert set(missing) == {stem for stem, *_ in figures.FIGURES} - drawn
+    assert set(missing) == {f.stem for e in catalog.load() for f in e.figures} - drawn
     assert missing["e3_training"] == "no completed runs of e3_isometry"
     for stem in drawn:
         for ext in ("png", "pdf"):

@@ -1,0 +1,50 @@
+"""The paper's names for what runs vary: inits, datasets, scoring targets and the pruning methods (LDI, LDI-AI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+INIT_LABELS = {"vs_l": "VS-L", "vs_g": "VS-G", "vs_h": "VS-H", "vs_custom": "VS-custom", "normal": "N(0, γ)",
+               "orthogonal": "orthogonal"}
+DATASET_LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "digits": "digits"}
+TARGET_LABELS = {"labels": "labels", "uniform": "uniform 1/C", "self_hard": "own hard predictions",
+                 "self_soft": "own soft predictions (entropy)"}
+PRUNE_LABELS = {"snip": "SNIP", "random": "random"}
+# The methods of E3 and the sparsity sweep, in the order they are drawn.
+METHODS = ("VS-L", "VS-L + AI", "LDI", "LDI-AI")
+
+
+def init_reading(init: str, scale: Any = None) -> str:
+    """An init as its weight distribution, as E1 names its readings: "VS-L: N(0, 1/fan_in)", "N(0, 1)"."""
+    if init == "vs_l":
+        return "VS-L: N(0, 1/fan_in)"
+    if init == "normal":
+        gamma = "γ" if scale is None or pd.isna(scale) else f"{float(scale):g}"
+        return f"N(0, {gamma})"
+    return INIT_LABELS.get(init, init)
+
+
+def readings(runs: pd.DataFrame) -> pd.Series:
+    """Each run's init as its weight distribution (``init_reading``), using ``init.scale`` where recorded."""
+    if runs.empty:
+        return pd.Series(dtype=object)
+    scales = runs["init.scale"] if "init.scale" in runs else pd.Series(None, index=runs.index, dtype=object)
+    return pd.Series([init_reading(i, s) for i, s in zip(runs["init"], scales)], index=runs.index, dtype=object)
+
+
+def method_label(init: str, prune: str = "snip", isometry: str = "none") -> str:
+    """The paper's name of a pruning method: LDI = orthogonal init + SNIP, LDI-AI = LDI then approximate isometry."""
+    if init == "orthogonal" and prune == "snip":
+        return "LDI-AI" if isometry == "ai" else "LDI"
+    base = INIT_LABELS.get(init, init) + ("" if prune == "snip" else f" + {prune}")
+    return f"{base} + AI" if isometry == "ai" else base
+
+
+def with_method(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with a ``method`` column (VS-L, LDI, LDI-AI, ...)."""
+    runs = runs.copy()
+    if not runs.empty:
+        runs["method"] = [method_label(i, p, s) for i, p, s in zip(runs["init"], runs["prune"], runs["isometry"])]
+    return runs

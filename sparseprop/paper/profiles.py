@@ -1,0 +1,34 @@
+"""The reproduction's profiles: what each one is for, and the override bundles experiments share under it.
+
+A profile is a name and a description; what it changes in an experiment lives with that experiment
+(its module's ``profiles``), so adding an experiment touches no other file. `reproduce --dry-run`
+prints every experiment's overrides under the chosen profile together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named level of effort: every experiment declares its overrides for each profile."""
+
+    name: str
+    description: str
+
+
+# Shared by the quick profile's experiments that train and measure.
+QUICK_TRAIN = ("train.iterations=1000", "train.eval_interval=200")  # 5 evaluations: best-of-last-5 still means something
+QUICK_SIGNAL = ("signal.examples=1000", "signal.layer_examples=100")  # JSV on 1,000 / 100 training examples
+QUICK_AI = ("isometry.steps=2000",)  # the AI objective has levelled off by about 2,000 steps on MLP-7
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile(
+        "quick",
+        "every experiment at reduced settings: 1,000 iterations, JSV on 1,000 examples (layerwise 100), AI 2,000 "
+        "steps; 2 seeds for E1, E2, E3, 1 seed for E5, E6 and the sweep; MLP-3/7 in E5, MLP-7 in E6; sparsity "
+        "10/50/90% in E1 (at VS-L and at N(0, 1), as in the paper profile) and 50/90/99% in the sweep"),
+    # The experiment files hold the paper's settings (10,000 iterations, 3 seeds, full signal measurements).
+    "paper": Profile("paper", "the paper's settings: 10,000 iterations, 3 seeds, JSV on every training example"),
+}

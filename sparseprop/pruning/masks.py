@@ -1,0 +1,70 @@
+"""Masks: the prunable tensors, exact global top-k selection, and keeping pruned entries at zero."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+Masks = dict[str, torch.Tensor]
+
+
+def prunable_parameters(model: nn.Module, include_bias: bool = True) -> dict[str, nn.Parameter]:
+    """Weights (and optionally biases) of every linear and conv layer, by parameter name; never BatchNorm."""
+    out: dict[str, nn.Parameter] = {}
+    for mod_name, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            prefix = f"{mod_name}." if mod_name else ""
+            out[prefix + "weight"] = module.weight
+            if include_bias and module.bias is not None:
+                out[prefix + "bias"] = module.bias
+    return out
+
+
+def kept_count(total: int, sparsity: float) -> int:
+    """κ = round((1 − sparsity) · m): how many of ``total`` entries a mask keeps."""
+    return int(round((1.0 - sparsity) * total))
+
+
+def saliency(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """s_j = |g_j| / Σ_k |g_k| over all prunable entries."""
+    total = sum(s.abs().sum() for s in scores.values())
+    total = total if float(total) > 0 else torch.tensor(1.0)
+    return {k: s.abs() / total for k, s in scores.items()}
+
+
+def global_topk(scores: dict[str, torch.Tensor], keep: int) -> Masks:
+    """Boolean masks keeping exactly the ``keep`` highest scores over all tensors; ties go to the earlier entry."""
+    flat = torch.cat([s.detach().flatten().double().cpu() for s in scores.values()])
+    if not 0 <= keep <= flat.numel():
+        raise ValueError(f"keep={keep} outside [0, {flat.numel()}]")
+    order = torch.sort(-flat, stable=True).indices
+    keep_flat = torch.zeros(flat.numel(), dtype=torch.bool)
+    keep_flat[order[:keep]] = True
+    masks, start = {}, 0
+    for k, s in scores.items():
+        masks[k] = keep_flat[start:start + s.numel()].view_as(s).to(s.device)
+        start += s.numel()
+    return masks
+
+
+def random_masks(params: dict[str, torch.Tensor], keep: int, generator: torch.Generator) -> Masks:
+    """A uniformly random global mask keeping exactly ``keep`` entries."""
+    sizes = [p.numel() for p in params.values()]
+    scores = torch.rand(sum(sizes), generator=generator, dtype=torch.float64)
+    split = dict(zip(params, scores.split(sizes)))
+    return global_topk({k: split[k].view_as(p) for k, p in params.items()}, keep)
+
+
+@torch.no_grad()
+def apply_masks(params: dict[str, torch.Tensor], masks: Masks) -> None:
+    """Zero every pruned entry in place."""
+    for k, m in masks.items():
+        params[k].mul_(m)
+
+
+def mask_gradients(params: dict[str, nn.Parameter], masks: Masks) -> None:
+    """Zero the gradients of pruned entries, so no optimiser state can ever move them."""
+    for k, m in masks.items():
+        g = params[k].grad
+        if g is not None:
+            g.mul_(m)
