@@ -1,7 +1,8 @@
 """One run as one straight line: config → data → model → init → prune → isometry → train → evaluate → records.
 
 The pieces it is built from live beside it: ``setup`` (device, network, data), ``rng`` (seeds and
-random states), ``memory`` (the peak-memory estimate) and ``layers`` (layers.csv).
+random states), ``memory`` (the peak-memory estimate), ``layers`` (layers.csv) and ``stages``
+(the signal measurements of each stage).
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sparseprop import data, inits, isometry, pruning, records, train
+from sparseprop.models.base import activations_per_example, traced_activations
 from sparseprop.runner.layers import SALIENCY_QUANTILES, layer_table
 from sparseprop.runner.memory import EVAL_CHUNK, available_memory, memory_estimate
-from sparseprop.models.base import activations_per_example, traced_activations
 from sparseprop.runner.rng import GENERATOR_SEEDS, SEED_MULTIPLIER, STREAMS, numpy_rng, plain_rng, seed_range, stream
 from sparseprop.runner.setup import build, library_versions, load_splits, meta_model, resolve_device, scoring_dataset
-from sparseprop.signal import measure as propagation
+from sparseprop.runner.stages import SignalStages
 
 # Re-exported: what callers read from the run module (the config checks, tests).
 __all__ = ["CHECKPOINT", "EVAL_CHUNK", "GENERATOR_SEEDS", "SALIENCY_QUANTILES", "SEED_MULTIPLIER", "STREAMS", "Run",
@@ -33,7 +34,7 @@ log = logging.getLogger("sparseprop")
 CHECKPOINT = records.CHECKPOINT
 
 
-class Run:
+class Run(SignalStages):
     """State and records of one run in ``out_dir``; ``execute`` does the whole line, resuming if it can."""
 
     def __init__(self, cfg: DictConfig, out_dir: str | Path) -> None:
@@ -148,35 +149,6 @@ class Run:
         records.write_csv(self.out / "layers.csv", self.layers)
         self.stage_hook("isometry")
 
-    def stage_hook(self, stage: str, step: int = 0) -> None:
-        """Measure signal propagation at ``stage`` if asked to, and record it."""
-        if stage not in self.cfg.signal.stages:
-            return
-        t = time.time()
-        m = propagation.measure(self.model, self.x_io, self.x_layer, stage, step)
-        self.extra[f"signal_{stage}_time_s"] = time.time() - t
-        for w in m.warnings:
-            self.warn(w)
-        self.signal_rows += m.rows
-        self.spectra.update(m.raw)
-        self.extra.update(propagation.headline(self.signal_rows))
-        self.write_signal()
-        if m.raw:
-            records.write_npz(self.out / "spectra.npz", self.spectra)
-
-    def track_signal(self, step: int) -> None:
-        """During training: input–output and weight spectra every ``signal.every`` steps (statistics only)."""
-        every = self.cfg.signal.every
-        if every and step % every == 0:
-            m = propagation.measure(self.model, self.x_io, None, "train", step, keep_raw=False)
-            for w in m.warnings:
-                self.warn(w)
-            self.signal_rows += m.rows
-            self.write_signal()
-
-    def write_signal(self) -> None:
-        records.write_csv(self.out / "signal.csv", self.signal_rows, columns=propagation.SIGNAL_COLUMNS)
-
     def warn(self, message: str) -> None:
         log.warning(message)
         self.warnings.append(message)
@@ -188,13 +160,7 @@ class Run:
         records.clear_complete(self.out)
         splits, score = load_splits(cfg, self.device)
         self.in_shape, self.num_classes = splits.in_shape, splits.num_classes
-        if cfg.signal.stages or cfg.signal.every:
-            n = splits.x_train.shape[0]
-            io_idx = propagation.choose_examples(n, cfg.signal.examples)
-            layer_idx = propagation.choose_examples(n, cfg.signal.layer_examples)
-            self.x_io, self.x_layer = splits.x_train[io_idx.to(self.device)], splits.x_train[layer_idx.to(self.device)]
-            # Which training examples the raw spectra belong to, so they can be recomputed independently.
-            self.spectra.update({"examples/io": io_idx.numpy(), "examples/layer": layer_idx.numpy()})
+        self.select_signal_examples(splits)
         notes: list[str] = []
         state = self.resume(splits, notes) if cfg.resume else None
         if state is None:
