@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sparseprop.sweeps import sweep
+from sparseprop.sweeps.launchers import available_cores, job_threads
 
 
 def have_mnist() -> bool:
@@ -69,8 +69,8 @@ def main() -> None:
     job = [*data, f"train.iterations={steps}", f"train.eval_interval={steps}", f"train.checkpoint_interval={steps}",
            "signal.examples=1000", "signal.layer_examples=100", "progress=false"]
     seeds = "seed=" + ",".join(str(s) for s in range(args.jobs))
-    cores = sweep.available_cores()
-    per_job = sweep.job_threads({"_target_": "joblib", "n_jobs": args.workers}, cores)
+    cores = available_cores()
+    per_job = job_threads({"_target_": "joblib", "n_jobs": args.workers}, cores)
     import torch
 
     launchers = {

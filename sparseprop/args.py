@@ -4,9 +4,18 @@ parser for the other commands; bad arguments are one line."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 from sparseprop.errors import SparsepropError
+
+
+def exit_bad_input(message: str) -> NoReturn:
+    """Bad input found where an exception would reach the user as a traceback (Hydra's app and callbacks): one line
+    on stderr and exit code 2 (Hydra does not catch SystemExit)."""
+    print(f"sparseprop: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 class ArgumentParser(argparse.ArgumentParser):

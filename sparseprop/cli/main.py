@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sparseprop.args import parse_train_args
 from sparseprop.errors import ConfigError, SparsepropError
+from sparseprop.sweeps.jobs import expand, group_options, is_group, parse as _parse, sweep_axes  # noqa: F401 - expand
 
 USAGE = """usage: sparseprop <command> [args]
 
@@ -44,86 +45,6 @@ def _one_line(exc: BaseException) -> str:
             return f"{e.full_key}={value!r} is not valid: {msg}" if value is not None else f"{e.full_key}: {msg}"
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return "; ".join(lines[:2]) if lines else type(exc).__name__
-
-
-def _parse(overrides: list[str]) -> list:
-    """Hydra's own parse of the overrides; a syntax error becomes one line."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
-    for o in overrides:
-        if not o.strip():
-            raise SparsepropError(f"{o!r} is an empty argument, not an override; overrides are key=value, group=option or +key=value")
-    parser = OverridesParser.create()
-    try:
-        parsed = parser.parse_overrides(overrides)
-    except OverrideParseException as exc:
-        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip() and not ln.startswith("See ")]
-        raise SparsepropError(": ".join(lines[:2]) + "; overrides are key=value, group=option or +key=value") from None
-    for o in parsed:
-        if not o.key_or_group:
-            raise SparsepropError(f"{o.input_line!r} has no key before '='; overrides are key=value, group=option or +key=value")
-    return parsed
-
-
-def is_group(key: str) -> bool:
-    """Whether an override's key chooses a config group (``init``, ``hydra/launcher``) rather than sets a value."""
-    from sparseprop.plugins import config_dirs
-
-    return "/" in key or ("." not in key and any((d / key).is_dir() for d in config_dirs()))
-
-
-_PREFIX = {"ADD": "+", "FORCE_ADD": "++", "DEL": "~", "CHANGE": ""}
-
-
-def _options(o) -> list:
-    """The single-value overrides one parsed override stands for: itself, or one per value of its sweep."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import Glob
-
-    if not o.is_sweep_override():
-        return [o]
-    head = f"{_PREFIX[o.type.name]}{o.key_or_group}"
-    if isinstance(o.value(), Glob):
-        if not is_group(o.key_or_group):
-            raise SparsepropError(f"{o.input_line}: glob() chooses config group options; {o.key_or_group} is not a group")
-        names = group_options(o.key_or_group)
-        values = o.value().filter(names)
-        if not values:
-            raise SparsepropError(f"{o.input_line} matches no option of {o.key_or_group}; its options are {', '.join(names)}")
-    elif o.is_discrete_sweep():
-        try:
-            values = list(o.sweep_string_iterator())
-        except ValueError as exc:  # range(0,3,0)
-            raise SparsepropError(f"{o.input_line} is not valid: {exc}") from None
-        if not values:
-            raise SparsepropError(f"{o.input_line} sweeps over no value")
-    else:
-        raise SparsepropError(f"{o.input_line}: {o.value_type.name.lower()} sweeps need an optimising sweeper; "
-                              "list the values (a,b,c) or use range(start,stop,step)")
-    parser = OverridesParser.create()
-    return [parser.parse_override(f"{head}={v}") for v in values]
-
-
-def sweep_axes(overrides: list[str]) -> dict[str, list]:
-    """Key -> its single-value overrides, in first-mention order; a later mention of a key replaces an earlier one."""
-    axes: dict[str, list] = {}
-    for o in _parse(overrides):
-        axes[o.get_key_element()] = _options(o)
-    return axes
-
-
-def expand(overrides: list[str]) -> list[list[str]]:
-    """The single-run override lists a sweep stands for (Hydra's basic sweeper: the product of all values)."""
-    axes = [[o.input_line for o in opts] for key, opts in sweep_axes(overrides).items() if not key.lstrip("+~").startswith("hydra")]
-    return [list(c) for c in itertools.product(*axes)]
-
-
-def group_options(group: str) -> list[str]:
-    """The option names of a config group: the YAML stems in conf/<group>/ and in the plugins' conf/<group>/."""
-    from sparseprop import plugins
-
-    return plugins.group_options(group)
 
 
 def apply_override(cfg, o) -> None:

@@ -17,7 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from sparseprop import config, plugins, records
 from sparseprop.runner import checks
 from sparseprop.sweeps import sweep
-from sparseprop.args import parse_train_args
+from sparseprop.sweeps.jobs import override_key
+from sparseprop.sweeps.launchers import available_cores, job_threads
+from sparseprop.sweeps.report import UNFINISHED_EXIT
+from sparseprop.sweeps.state import config_changes, discard_records, saved_config
+from sparseprop.args import exit_bad_input, parse_train_args
 from sparseprop.config import CONF_DIR
 from sparseprop.errors import SparsepropError
 
@@ -29,7 +33,7 @@ def record_failure(out: Path, reason: str, error_type: str) -> None:
 
     Best effort: when the failure is that nothing can be written (full disk), it is only logged.
     """
-    path = out / "summary.json"
+    path = out / records.SUMMARY
     summary: dict[str, Any] = {}
     try:
         records.clear_complete(out)
@@ -46,7 +50,7 @@ def record_failure(out: Path, reason: str, error_type: str) -> None:
 
 def stale_reason(out: Path, cfg: DictConfig) -> str | None:
     """Why the records in ``out`` cannot be skipped or resumed under ``cfg`` (another config made them), or None."""
-    changes = sweep.config_changes(sweep.saved_config(out), cfg)
+    changes = config_changes(saved_config(out), cfg)
     if not changes:
         return None
     shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
@@ -58,8 +62,8 @@ def apply_job_threads(hc: Any, cfg: DictConfig) -> None:
     """In a parallel sweep with ``threads=0``, give torch a fair share of the cores so jobs do not oversubscribe."""
     if cfg.threads != 0 or hc.mode != RunMode.MULTIRUN:
         return
-    cores = sweep.available_cores()
-    threads = sweep.job_threads(hc.launcher, cores)
+    cores = available_cores()
+    threads = job_threads(hc.launcher, cores)
     if threads:
         import torch
 
@@ -71,7 +75,7 @@ def apply_job_threads(hc: Any, cfg: DictConfig) -> None:
 def finish_single(out: Path, summary: dict[str, Any]) -> None:
     """A single run that ended without completing says so on stderr and exits non-zero."""
     print(f"sparseprop: {summary['status']}: {summary.get('reason', '')} (records in {out})", file=sys.stderr)
-    sys.exit(sweep.UNFINISHED_EXIT)
+    sys.exit(UNFINISHED_EXIT)
 
 
 def write_hydra_records(out: Path, cfg: DictConfig, hc: Any) -> None:
@@ -80,10 +84,9 @@ def write_hydra_records(out: Path, cfg: DictConfig, hc: Any) -> None:
     conf/train.yaml turns Hydra's own copy off (``hydra.output_subdir: null``): Hydra writes it before the job
     starts, so a second process on a busy directory would overwrite the config of the run it belongs to.
     """
-    hydra_dir = out / ".hydra"
-    records.atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
-    records.atomic_write_text(hydra_dir / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})))
-    records.atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(list(hc.overrides.task)))
+    records.atomic_write_text(out / records.HYDRA_CONFIG, OmegaConf.to_yaml(cfg))
+    records.atomic_write_text(out / records.HYDRA_SETTINGS, OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})))
+    records.atomic_write_text(out / records.HYDRA_OVERRIDES, OmegaConf.to_yaml(list(hc.overrides.task)))
 
 
 def finished_summary(out: Path) -> dict[str, Any] | None:
@@ -94,7 +97,7 @@ def finished_summary(out: Path) -> dict[str, Any] | None:
     if not records.is_complete(out):
         return None
     try:
-        return records.read_summary(out / "summary.json")
+        return records.read_summary(out / records.SUMMARY)
     except FileNotFoundError:
         return None
     except SparsepropError as exc:
@@ -123,9 +126,7 @@ def read_only_job(out: Path, cfg: DictConfig, single: bool) -> dict:
             finish_single(out, summary)
         return summary
     if single:
-        print(f"sparseprop: error: {reason}" + ("" if stale else "; write to another directory (hydra.run.dir=...)"),
-              file=sys.stderr)
-        sys.exit(2)
+        exit_bad_input(reason + ("" if stale else "; write to another directory (hydra.run.dir=...)"))
     print(f"sparseprop: failed: {reason}", file=sys.stderr)
     return {"status": "failed", "reason": reason}
 
@@ -141,7 +142,7 @@ def task(cfg: DictConfig) -> dict:
     single = hc.mode == RunMode.RUN
     # A directory sparseprop has written before has its lock file or .hydra/ (older versions).
     locked_before = (out / records.LOCK).exists()
-    ours = locked_before or (out / ".hydra" / "config.yaml").is_file()
+    ours = locked_before or (out / records.HYDRA_CONFIG).is_file()
     try:
         with records.run_lock(out) as writable:
             if not writable:
@@ -166,8 +167,7 @@ def task(cfg: DictConfig) -> dict:
         if isinstance(exc, OSError):
             exc = records.os_error(exc.filename or out, exc, "use")
         if single:
-            print(f"sparseprop: error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            exit_bad_input(str(exc))
         print(f"sparseprop: {'busy' if busy else 'failed'}: {exc}", file=sys.stderr)
         return {"status": "busy" if busy else "failed", "reason": str(exc)}
 
@@ -178,15 +178,14 @@ def run_job(cfg: DictConfig, out: Path, hc: Any, single: bool) -> dict:
 
     records.remove_temporaries(out)
     if not cfg.resume:
-        gone = sweep.discard_records(out)
+        gone = discard_records(out)
         if gone:
             log.info("resume=false: discarded %s", ", ".join(gone))
     else:
         reason = stale_reason(out, cfg)
         if reason is not None:
             if single:  # bad input: nothing is touched
-                print(f"sparseprop: error: {reason}", file=sys.stderr)
-                sys.exit(2)
+                exit_bad_input(reason)
             # In a sweep the job is marked failed, so the report and `collect` show it; its files stay.
             record_failure(out, reason, "StaleRecords")
             log.error("failed: %s", reason)
@@ -207,8 +206,7 @@ def run_job(cfg: DictConfig, out: Path, hc: Any, single: bool) -> dict:
     except SparsepropError as exc:
         record_failure(out, str(exc), type(exc).__name__)
         if single:
-            print(f"sparseprop: error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            exit_bad_input(str(exc))
         log.error("failed: %s", exc)
         return {"status": "failed", "reason": str(exc)}
     except Exception as exc:  # noqa: BLE001 - in a sweep one broken job must not stop the others
@@ -236,7 +234,7 @@ def check_output_dir(args: list[str]) -> None:
     if any(f in flags for f in ("--help", "--hydra-help", "--info", "--version", "--shell-completion", "--cfg")):
         return  # help, info or the config printed: nothing is written
     key = "hydra.sweep.dir" if "--multirun" in flags else "hydra.run.dir"
-    given = [o for o in overrides if sweep.override_key(o) == key]
+    given = [o for o in overrides if override_key(o) == key]
     # Without one, runs go under outputs/ (conf/train.yaml; a sweep gets outputs/sweeps/<name> from main).
     for o in given or [f"{key}=outputs"]:
         value = o.partition("=")[2].strip()
@@ -266,8 +264,7 @@ def main() -> None:
     try:
         check_output_dir(sys.argv[1:])
     except SparsepropError as exc:
-        print(f"sparseprop: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        exit_bad_input(str(exc))
     sys.argv = [sys.argv[0], *sweep.with_sweep_dir(sys.argv[1:])]
     sweep.last_report = None
     # A log line that cannot be written (full disk) is dropped, not printed as a traceback; the error that
@@ -276,4 +273,4 @@ def main() -> None:
     plugins.load()  # the options' schemas must be in Hydra's ConfigStore before it composes
     task()
     if sweep.last_report is not None and sweep.last_report.unfinished:
-        sys.exit(sweep.UNFINISHED_EXIT)
+        sys.exit(UNFINISHED_EXIT)

@@ -48,9 +48,12 @@ def calibrate() -> Costs:
             fn()
             return time.perf_counter() - t
 
-        snip = timed(lambda: pruning.prune("snip", model=net, params=params, x=x, y=y, sparsity=0.9, generator=gen,
-                                           batches=10, batch_size=100, target="labels")) / 10
-        masks, _ = pruning.prune("random", params=params, sparsity=0.9, generator=gen)
+        def pruned(name: str, **settings: Any) -> pruning.Pruned:
+            pruner = pruning.make_pruner({"name": name, "sparsity": 0.9, **settings})
+            return pruner.prune(net, params, pruning.ScoringData(x, y), None, gen)
+
+        snip = timed(lambda: pruned("snip", batches=10, batch_size=100, target="labels")) / 10
+        masks = pruned("random").masks
         pruning.apply_masks(params, masks)
         io = timed(lambda: signal.io_singular_values(net, x[:500])) / 500
         layer = timed(lambda: signal.layer_singular_values(net, x[:100])) / 100

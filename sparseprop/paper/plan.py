@@ -10,6 +10,7 @@ from sparseprop import records
 from sparseprop.paper.costs import COST_KEYS, Costs, run_cost
 from sparseprop.paper.experiment import Experiment
 from sparseprop.paper.profiles import Profile
+from sparseprop.sweeps import jobs
 
 OUTPUTS = Path("outputs")
 
@@ -56,29 +57,23 @@ def collected_dir(root: Path, profile: str, experiment: str) -> Path:
 
 
 def compose(overrides: list[str], hydra: bool = False) -> Any:
+    """One job's config, composed from its overrides."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     from sparseprop.config import CONF_DIR
 
+    from sparseprop.runner import checks
+
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="reproduce"):
-        return hydra_compose(config_name="train", overrides=overrides, return_hydra_config=hydra)
-
-
-def expand_jobs(params: dict[str, str], task: list[str]) -> list[list[str]]:
-    """The override lists of every job of a basic-sweeper sweep: ``params`` from the config, ``task`` from the command line."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides([*(f"{k}={v}" for k, v in params.items()), *task])
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
-
-
-def job_dirname(overrides: list[str], exclude: list[str]) -> str:
-    """Hydra's ``override_dirname`` for a job (``kv_sep='='``, ``item_sep=','``, as conf/train.yaml sets)."""
-    return ",".join(sorted(o for o in overrides if o.lstrip("+~").partition("=")[0] not in exclude))
+        # As a sweep's job sees it: a profile's setting for some of an experiment's options (isometry.steps
+        # with isometry=none,ai) is added to every job and dropped by those whose option lacks it.
+        cfg = hydra_compose(config_name="train", overrides=checks.force_group_settings(overrides),
+                            return_hydra_config=hydra)
+    checks.drop_foreign_settings(cfg)
+    return cfg
 
 
 def make_plan(exp: Experiment, profile: Profile, root: Path = OUTPUTS, overrides: list[str] | None = None) -> Plan:
@@ -94,8 +89,8 @@ def make_plan(exp: Experiment, profile: Profile, root: Path = OUTPUTS, overrides
     hcfg = compose([o.input_line for o in fixed], hydra=True).hydra
     params = OmegaConf.to_container(hcfg.sweeper.params) or {}
     plan.exclude = [*hcfg.job.config.override_dirname.exclude_keys, *(o.key_or_group for o in fixed)]
-    for job in expand_jobs({k: str(v) for k, v in params.items()}, overrides):
-        name = job_dirname(job, plan.exclude)
+    for job in jobs.expand([*(f"{k}={v}" for k, v in params.items()), *overrides]):
+        name = jobs.job_dirname(job, plan.exclude)
         plan.jobs.append(Job(job, name, records.is_complete(plan.sweep_dir / name)))
     return plan
 

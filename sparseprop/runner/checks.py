@@ -33,6 +33,16 @@ def options(cfg: DictConfig) -> dict[str, Options]:
     return out
 
 
+def force_group_settings(overrides: list[str]) -> list[str]:
+    """``overrides`` with each plain setting of a config group's option (``isometry.steps=2000``) as ``++``:
+    added to the jobs whose option lacks it (which ``drop_foreign_settings`` then removes), set in the others."""
+    out = []
+    for o in overrides:
+        group, _, setting = o.partition("=")[0].partition(".")
+        out.append(f"++{o}" if setting and group in config.GROUPS else o)
+    return out
+
+
 def drop_foreign_settings(cfg: DictConfig) -> list[str]:
     """Remove from ``cfg`` the settings its options do not have; return their dotted keys.
 

@@ -7,7 +7,6 @@ import gzip
 import os
 import subprocess
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -18,33 +17,11 @@ from sparseprop.runner import checkpoint
 from sparseprop.sweeps import collect
 from sparseprop.runner import plots
 from sparseprop.paper import reproduce
-from sparseprop.sweeps import sweep
+from sparseprop.sweeps import report, state
 from sparseprop.errors import SparsepropError
 from tests.conftest import REPO, read_only_view, run_cli, sparseprop_exe
-from tests.test_sweep import TINY, Killed, assert_same_run, kill_at, run_app, tiny
-
-
-def snapshot(run_dir: Path) -> dict[str, tuple[bytes, int]]:
-    """Every file under ``run_dir`` (hidden ones included, the lock its holder writes aside) with bytes and mtime."""
-    return {str(p.relative_to(run_dir)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(run_dir.rglob("*")) if p.is_file() and p.name != records.LOCK}
-
-
-def one_error_line(err: str) -> str:
-    """The one stderr line of a refused command (a traceback would add lines)."""
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("sparseprop: error: "), err
-    return lines[0]
-
-
-class Payload:
-    """Pickles to a call of ``exec``: loading it with ``weights_only=False`` writes the marker file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+from tests.records.helpers import Payload, fail_writes, one_error_line, snapshot
+from tests.sweeps.helpers import TINY, Killed, assert_same_run, kill_at, run_app, tiny
 
 
 # ---- one writer per run directory ----------------------------------------------------------------
@@ -56,14 +33,14 @@ def test_a_held_directory_refuses_a_second_writer_who_writes_nothing(tmp_path, m
     before = snapshot(out)
     with records.run_lock(out):  # this process is the writer now
         assert records.lock_holder(out) == str(os.getpid())
-        assert sweep.status_of(out).status == "busy"
+        assert state.status_of(out).status == "busy"
         capsys.readouterr()
         for extra in ("resume=false", "train.lr=0.05"):
             assert run_app(monkeypatch, *TINY, extra, f"hydra.run.dir={out}") == 2
             line = one_error_line(capsys.readouterr().err)
             assert str(out) in line and f"pid {os.getpid()}" in line
         assert snapshot(out) == before  # neither .hydra/, nor the log, nor a record was touched
-    assert records.lock_holder(out) is None and sweep.status_of(out).status == "completed"
+    assert records.lock_holder(out) is None and state.status_of(out).status == "completed"
 
 
 def test_two_processes_on_one_directory_never_mix_their_records(tmp_path):
@@ -100,7 +77,7 @@ def test_a_busy_sweep_job_is_reported_and_the_others_go_on(tmp_path, monkeypatch
     before, redone = snapshot(busy), (other / "summary.json").stat().st_mtime_ns
     capsys.readouterr()
     with records.run_lock(busy):
-        assert run_app(monkeypatch, *args, "resume=false") == sweep.UNFINISHED_EXIT
+        assert run_app(monkeypatch, *args, "resume=false") == report.UNFINISHED_EXIT
         assert snapshot(busy) == before
     err = capsys.readouterr().err
     assert "1 of 2 jobs did not complete" in err and f"pid {os.getpid()}" in err and "busy" in err
@@ -119,7 +96,7 @@ def test_every_file_a_run_writes_is_in_the_record_list(tmp_path, monkeypatch):
     assert written - {records.LOG, records.LOCK} <= set(records.record_files())
     # every kind of record was exercised: all figures, the kept previous checkpoint, the isometry curve
     assert {f"{s}.png" for s in records.FIGURES} <= written and records.PREVIOUS_CHECKPOINT in written
-    assert sweep.discard_records(out) and {p.name for p in out.iterdir()} == {".hydra", records.LOG, records.LOCK}
+    assert state.discard_records(out) and {p.name for p in out.iterdir()} == {".hydra", records.LOG, records.LOCK}
     assert (out / records.LOG).stat().st_size == 0
 
 
@@ -172,7 +149,7 @@ def test_a_planted_pickle_payload_never_runs(tmp_path, monkeypatch, no_figures):
     assert result.returncode == 0 and not marker.exists(), result.stderr
     with pytest.raises(SparsepropError, match="is damaged"):
         checkpoint.load_run(out)
-    assert sweep.saved_config(out) is None and not marker.exists()
+    assert state.saved_config(out) is None and not marker.exists()
     # `train` pointed at it: the checkpoint is set aside, named, and the run starts from scratch
     assert run_app(monkeypatch, *TINY, f"hydra.run.dir={out}") == 0
     assert not marker.exists() and records.is_complete(out)
@@ -232,9 +209,9 @@ def test_truncated_summary_of_a_finished_job_does_not_stop_the_sweep(tmp_path, m
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
     good = (jobs[0] / "summary.json").read_bytes()
     (jobs[0] / "summary.json").write_bytes(good[: len(good) // 3])
-    assert sweep.status_of(jobs[0]).status == "damaged"
+    assert state.status_of(jobs[0]).status == "damaged"
     assert run_app(monkeypatch, *args) == 0  # both complete: the damaged one redone from its final checkpoint
-    assert all(sweep.status_of(j).status == "completed" for j in jobs)
+    assert all(state.status_of(j).status == "completed" for j in jobs)
     assert "summary.json is damaged" in (jobs[0] / records.LOG).read_text()
 
 
@@ -279,18 +256,6 @@ def test_load_run_of_garbage_is_one_clean_error(tmp_path):
 
 
 # ---- unwritable places ---------------------------------------------------------------------------
-
-
-def fail_writes(monkeypatch, code: int, under: Path) -> None:
-    """Every file opened for writing under ``under`` fails with ``code`` (EROFS: a read-only mount, even for root)."""
-    real_open = os.open
-
-    def open_(path, flags, *args, **kwargs):
-        if str(path).startswith(str(under)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
-            raise OSError(code, os.strerror(code), str(path))
-        return real_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(records.os, "open", open_)
 
 
 def test_finished_run_on_a_read_only_mount_is_skipped_without_writing(tmp_path, monkeypatch, no_figures, capsys):
@@ -338,7 +303,7 @@ def test_full_disk_is_one_line_and_leaves_no_temporary(tmp_path, monkeypatch, no
         real_fsync(fd)
 
     with monkeypatch.context() as m:
-        m.setattr(records.os, "fsync", fsync)
+        m.setattr(os, "fsync", fsync)
         assert run_app(m, *TINY, f"hydra.run.dir={out}") == 2
     line = one_error_line(capsys.readouterr().err)
     assert "No space left on device" in line and str(out) in line
@@ -392,28 +357,6 @@ def test_records_and_figures_get_the_umask_permissions(tmp_path, umask):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["summary.json", records.CHECKPOINT,
                                                                  "training_curves.png", "training_curves.pdf"])
-
-
-# ---- shared memory of killed joblib sweeps -------------------------------------------------------
-
-
-def test_shared_memory_of_dead_sweeps_only_is_cleaned(tmp_path):
-    dead = subprocess.Popen(["true"])  # a process that has exited: its id belongs to nobody now
-    dead.wait()
-    live = os.getpid()
-    names = {f"joblib_memmapping_folder_{dead.pid}_ab12_cd34": "empty", f"sem.loky-{dead.pid}-x1y2": "file",
-             f"joblib_memmapping_folder_{live}_ab12_cd34": "empty", f"sem.loky-{live}-x1y2": "file",
-             f"joblib_memmapping_folder_{dead.pid}_full": "full", "unrelated": "empty", f"sem.other-{dead.pid}": "file"}
-    for name, kind in names.items():
-        if kind == "file":
-            (tmp_path / name).write_bytes(b"")
-        else:
-            (tmp_path / name).mkdir()
-            if kind == "full":
-                (tmp_path / name / "array.pkl").write_bytes(b"data")
-    removed = sweep.clean_shared_memory(tmp_path)
-    assert sorted(removed) == sorted([f"joblib_memmapping_folder_{dead.pid}_ab12_cd34", f"sem.loky-{dead.pid}-x1y2"])
-    assert sorted(os.listdir(tmp_path)) == sorted(set(names) - set(removed))
 
 
 @pytest.mark.slow

@@ -18,94 +18,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from sparseprop import config, records, train
-from sparseprop.cli import train_app as app
-from sparseprop.sweeps import sweep
+from sparseprop import config, records
+from sparseprop.sweeps import jobs, launchers, report, state, sweep
 from sparseprop.runner.run import CHECKPOINT
 from tests.conftest import REPO, run_cli, sparseprop_exe
-
-TINY = ["dataset=digits", "arch.depth=3", "arch.width=32", "train.iterations=60", "train.eval_interval=30",
-        "train.checkpoint_interval=25", "train.log_interval=10", "progress=false", "signal.stages=[]", "threads=1"]
-TIMING = re.compile(r"_time_s$")
-
-
-def tiny(*changes: str, base: list[str] = TINY) -> list[str]:
-    """``base`` with some of its overrides replaced or added (one override per key, as Hydra records them)."""
-    merged = {o.partition("=")[0]: o for o in base}
-    merged.update({o.partition("=")[0]: o for o in changes})
-    return list(merged.values())
-
-
-def job(sweep_dir: Path, *items: str) -> Path:
-    """The one job directory of ``sweep_dir`` whose name holds all of ``items`` (e.g. ``seed=1``)."""
-    found = [p for p in sweep_dir.iterdir() if p.is_dir() and set(items) <= set(p.name.split(","))]
-    assert len(found) == 1, (items, found)
-    return found[0]
-
-
-class Killed(BaseException):
-    """Stands in for SIGKILL in-process: like a kill, no ``except Exception`` sees it and nothing is recorded."""
-
-
-def run_app(monkeypatch, *args: str) -> int:
-    """Run `sparseprop train ARGS` in this process (Hydra included) and return its exit code."""
-    monkeypatch.setattr(sys, "argv", ["sparseprop-train", *args])
-    try:
-        app.main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
-def kill_at(monkeypatch, step: int) -> None:
-    """Make training stop dead at ``step``, as a kill would."""
-    real = train.fit
-
-    def fit(model, params, masks, splits, cfg, *args, on_step=None, **kwargs):
-        def stop(s):
-            if on_step is not None:
-                on_step(s)
-            if s == step:
-                raise Killed()
-
-        return real(model, params, masks, splits, cfg, *args, on_step=stop, **kwargs)
-
-    monkeypatch.setattr(train, "fit", fit)
-
-
-def summary_without_timings(run_dir: Path) -> dict:
-    return {k: v for k, v in records.read_json(run_dir / "summary.json").items() if not TIMING.search(k)}
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    """Same metrics, layers, signal rows, summary (timings aside), masks and final weights."""
-    for name in ("metrics.csv", "layers.csv", "signal.csv"):
-        assert (a / name).is_file() == (b / name).is_file(), name
-        if (a / name).is_file():
-            pd.testing.assert_frame_equal(pd.read_csv(a / name), pd.read_csv(b / name), check_exact=True)
-    assert summary_without_timings(a) == summary_without_timings(b)
-    ca = torch.load(a / CHECKPOINT, weights_only=True)
-    cb = torch.load(b / CHECKPOINT, weights_only=True)
-    assert ca["masks"].keys() == cb["masks"].keys() and ca["model"].keys() == cb["model"].keys()
-    for k in ca["masks"]:
-        assert torch.equal(ca["masks"][k], cb["masks"][k]), k
-    for k in ca["model"]:
-        assert torch.equal(ca["model"][k], cb["model"][k]), k
-
+from tests.sweeps.helpers import TIMING, TINY, Killed, assert_same_run, job, kill_at, run_app, summary_without_timings, tiny
 
 # ---- threads, directories, configs ---------------------------------------------------------------
-
-
-def test_job_threads_share_the_cores():
-    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
-    assert sweep.job_threads({"_target_": joblib, "n_jobs": 2}, 2) == 1
-    assert sweep.job_threads({"_target_": joblib, "n_jobs": -1}, 2) == 1
-    assert sweep.job_threads({"_target_": joblib, "n_jobs": 10}, 2) == 1
-    assert sweep.job_threads({"_target_": joblib, "n_jobs": 1}, 8) == 8
-    assert sweep.job_threads({"_target_": joblib, "n_jobs": 2}, 16) == 8
-    assert sweep.job_threads({"_target_": joblib, "n_jobs": -2}, 16) == 1
-    assert sweep.job_threads({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, 2) == 0
-    assert sweep.job_threads({"_target_": "x.SlurmLauncher", "cpus_per_task": 4}, 64) == 4
 
 
 def test_sweep_dir_is_named_by_the_sweep_and_stable():
@@ -130,19 +49,12 @@ def test_sweep_dir_is_named_by_the_sweep_and_stable():
 def test_job_dirs_leave_out_runtime_keys_and_slurm_example_composes():
     with initialize_config_dir(config_dir=str(config.CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
-    assert list(cfg.hydra.job.config.override_dirname.exclude_keys) == list(sweep.RUNTIME_KEYS)
+    assert list(cfg.hydra.job.config.override_dirname.exclude_keys) == list(jobs.RUNTIME_KEYS)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.max_num_timeout > 0  # resubmission after a timeout resumes from the checkpoint
-    assert sweep.job_threads(launcher, 64) == launcher.cpus_per_task > 0
+    assert launchers.job_threads(launcher, 64) == launcher.cpus_per_task > 0
     assert cfg.hydra.callbacks.sweep_report._target_ == "sparseprop.sweeps.sweep.SweepReport"
-
-
-def test_config_changes_ignore_runtime_keys_and_new_keys():
-    old = {"train": {"lr": 0.1, "iterations": 40}, "threads": 0, "dataset": {"root": "/a", "name": "digits"}}
-    new = {"train": {"lr": 0.1, "iterations": 60, "added": 1}, "threads": 1, "dataset": {"root": "/b", "name": "digits"}}
-    assert sweep.config_changes(old, new) == ["train.iterations: 40 -> 60"]
-    assert sweep.config_changes(None, new) == []
 
 
 # ---- exact resume (in-process) -------------------------------------------------------------------
@@ -174,7 +86,7 @@ def test_killed_after_its_final_checkpoint_finishes_without_duplicates(tmp_path,
         assert run_app(monkeypatch, *args, f"hydra.run.dir={tmp_path / name}") == 0
     # As if killed between the final checkpoint and the COMPLETE marker.
     os.unlink(tmp_path / "cut" / records.COMPLETE)
-    assert sweep.status_of(tmp_path / "cut").status == "partial"
+    assert state.status_of(tmp_path / "cut").status == "partial"
     assert run_app(monkeypatch, *args, f"hydra.run.dir={tmp_path / 'cut'}") == 0
     assert records.is_complete(tmp_path / "cut")
     assert_same_run(tmp_path / "ref", tmp_path / "cut")
@@ -184,12 +96,12 @@ def test_killed_after_its_final_checkpoint_finishes_without_duplicates(tmp_path,
 
 def test_diverged_run_is_finished_and_not_trained_further(tmp_path, monkeypatch, no_figures):
     out = tmp_path / "div"
-    assert run_app(monkeypatch, *TINY, "train.lr=1e6", f"hydra.run.dir={out}") == sweep.UNFINISHED_EXIT
+    assert run_app(monkeypatch, *TINY, "train.lr=1e6", f"hydra.run.dir={out}") == report.UNFINISHED_EXIT
     first = records.read_json(out / "summary.json")
     assert first["status"] == "diverged" and "loss" in first["reason"] and first["step"] < 60
     assert records.is_complete(out)  # finished: a sweep skips it
     os.unlink(out / records.COMPLETE)  # killed before the marker: the rerun must not train on from NaN weights
-    assert run_app(monkeypatch, *TINY, "train.lr=1e6", f"hydra.run.dir={out}") == sweep.UNFINISHED_EXIT
+    assert run_app(monkeypatch, *TINY, "train.lr=1e6", f"hydra.run.dir={out}") == report.UNFINISHED_EXIT
     again = records.read_json(out / "summary.json")
     assert (again["status"], again["step"], again["reason"]) == ("diverged", first["step"], first["reason"])
 
@@ -231,15 +143,15 @@ def test_records_of_another_config_are_neither_skipped_nor_resumed(tmp_path, mon
     assert run_app(monkeypatch, *tiny("train.lr=0.2"), f"hydra.run.dir={out}") == 2
     err = capsys.readouterr().err
     assert "train.lr: 0.1 -> 0.2" in err and "resume=false" in err
-    assert sweep.status_of(out).status == "completed"  # a single run with a wrong directory touches nothing
+    assert state.status_of(out).status == "completed"  # a single run with a wrong directory touches nothing
     # In a sweep the job is marked failed (files kept) so the report and `collect` show it.
     sweep_dir = tmp_path / "sweep"
     # (A fixed job directory name stands for a changed default, which would not change the name.)
     fixed = ["hydra.sweep.subdir=job", f"hydra.sweep.dir={sweep_dir}"]
     assert run_app(monkeypatch, "-m", *TINY, *fixed) == 0
-    assert run_app(monkeypatch, "-m", *tiny("train.l2=0.001"), *fixed) == sweep.UNFINISHED_EXIT
-    state = sweep.status_of(sweep_dir / "job")
-    assert state.status == "failed" and "train.l2: 0.00025 -> 0.001" in state.reason
+    assert run_app(monkeypatch, "-m", *tiny("train.l2=0.001"), *fixed) == report.UNFINISHED_EXIT
+    outcome = state.status_of(sweep_dir / "job")
+    assert outcome.status == "failed" and "train.l2: 0.00025 -> 0.001" in outcome.reason
     assert (sweep_dir / "job" / CHECKPOINT).is_file()
     assert re.search(r"failed\s+job\s+the records in", capsys.readouterr().err)
 
@@ -261,10 +173,10 @@ def test_failing_and_diverging_jobs_do_not_stop_the_sweep(tmp_path, monkeypatch,
     args = ["-m", *TINY, "train.lr=0.2,1e6,0.1", f"hydra.sweep.dir={sweep_dir}"]
     with monkeypatch.context() as m:
         m.setattr(run_module.Run, "prepare", prepare)
-        assert run_app(m, *args) == sweep.UNFINISHED_EXIT
+        assert run_app(m, *args) == report.UNFINISHED_EXIT
     err = capsys.readouterr().err
     failed, diverged, completed = (job(sweep_dir, f"train.lr={v}") for v in ("0.2", "1000000.0", "0.1"))
-    states = [sweep.status_of(d) for d in (failed, diverged, completed)]
+    states = [state.status_of(d) for d in (failed, diverged, completed)]
     assert [s.status for s in states] == ["failed", "diverged", "completed"]
     assert states[0].reason == "RuntimeError: boom" and "training loss" in states[1].reason
     assert "RuntimeError: boom" in (failed / "train.log").read_text()  # the traceback is in the job's log
@@ -274,8 +186,8 @@ def test_failing_and_diverging_jobs_do_not_stop_the_sweep(tmp_path, monkeypatch,
     assert completed.name not in err.replace(str(sweep_dir), "")
     # Again, with the cause fixed: the failed job is retried, the finished ones are skipped.
     done = {d: (d / "summary.json").read_bytes() for d in (diverged, completed)}
-    assert run_app(monkeypatch, *args) == sweep.UNFINISHED_EXIT  # the diverged job still did not complete
-    assert sweep.status_of(failed).status == "completed"
+    assert run_app(monkeypatch, *args) == report.UNFINISHED_EXIT  # the diverged job still did not complete
+    assert state.status_of(failed).status == "completed"
     assert all((d / "summary.json").read_bytes() == b for d, b in done.items())
     assert "1 of 3 jobs did not complete" in capsys.readouterr().err
 
@@ -356,7 +268,7 @@ def test_sigkill_mid_training_resumes_identically(tmp_path, monkeypatch, no_figu
     time.sleep(0.2)
     _kill(proc)
     step = torch.load(cut / CHECKPOINT, weights_only=True)["train_state"]["step"]
-    assert sweep.status_of(cut).status == "partial" and 100 <= step < 1500
+    assert state.status_of(cut).status == "partial" and 100 <= step < 1500
     _all_records_whole(cut)
     again = run_cli(*args, f"hydra.run.dir={cut}")
     assert again.returncode == 0, again.stderr[-2000:]
@@ -380,8 +292,8 @@ def test_sweep_killed_at_random_points_completes_identically(tmp_path, monkeypat
         _wait_for(cut_dir / job_name / sign, proc)
         time.sleep(rng.uniform(0.0, 2.0))
         _kill(proc)
-        assert sweep.status_of(cut_dir / job_name).status in ("partial", "completed")
-    assert sweep.status_of(cut_dir / jobs[0]).status == "completed"
+        assert state.status_of(cut_dir / job_name).status in ("partial", "completed")
+    assert state.status_of(cut_dir / jobs[0]).status == "completed"
     last = run_cli(*args, f"hydra.sweep.dir={cut_dir}")
     assert last.returncode == 0, last.stderr[-2000:]
     assert "all 2 jobs completed" in last.stderr
@@ -398,7 +310,7 @@ def test_sweep_killed_at_random_points_completes_identically(tmp_path, monkeypat
 def test_parallel_sweep_isolates_failing_and_diverging_jobs(tmp_path):
     sweep_dir = tmp_path / "sweep"
     fixed = tiny("train.iterations=200", "threads=0")
-    broken = sweep_dir / sweep.job_dirname([*fixed, "train.lr=0.05"], list(sweep.RUNTIME_KEYS), ",", "=")
+    broken = sweep_dir / jobs.job_dirname([*fixed, "train.lr=0.05"], list(jobs.RUNTIME_KEYS), ",", "=")
     broken.mkdir(parents=True)
     # Records of another config (another seed): that job is refused and marked failed, the others go on.
     torch.save({"config": {"seed": 12345}}, broken / CHECKPOINT)
@@ -406,14 +318,14 @@ def test_parallel_sweep_isolates_failing_and_diverging_jobs(tmp_path):
     (broken / ".hydra" / "config.yaml").write_text("seed: 12345\n")
     res = run_cli("train", "-m", *fixed, "train.lr=0.1,0.05,1e6", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                   f"hydra.sweep.dir={sweep_dir}")
-    assert res.returncode == sweep.UNFINISHED_EXIT, res.stderr[-2000:]
+    assert res.returncode == report.UNFINISHED_EXIT, res.stderr[-2000:]
     assert "2 of 3 jobs did not complete" in res.stderr
     assert re.search(rf"failed\s+{re.escape(broken.name)}\s+the records in .* another config \(seed: 12345", res.stderr)
     assert re.search(r"diverged\s+\S*train.lr=1000000.0\s+training loss", res.stderr)
     good = job(sweep_dir, "train.lr=0.1")
-    assert sweep.status_of(good).status == "completed"
+    assert state.status_of(good).status == "completed"
     # threads=0 with two joblib workers on this machine's cores: each job gets its share, not all of them.
-    share = max(1, sweep.available_cores() // min(2, sweep.available_cores()))
+    share = max(1, launchers.available_cores() // min(2, launchers.available_cores()))
     assert f"{share} torch threads for this job" in (good / "train.log").read_text()
 
 
@@ -425,5 +337,5 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
                   f"hydra.sweep.dir={sweep_dir}")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "all 2 jobs completed" in res.stderr
-    assert [sweep.status_of(job(sweep_dir, f"seed={s}")).status for s in (0, 1)] == ["completed", "completed"]
+    assert [state.status_of(job(sweep_dir, f"seed={s}")).status for s in (0, 1)] == ["completed", "completed"]
     assert (sweep_dir / "multirun.yaml").is_file() and (sweep_dir / ".submitit").is_dir()

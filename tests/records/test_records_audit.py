@@ -11,14 +11,15 @@ import pandas as pd
 import pytest
 
 from sparseprop import records
+from sparseprop.records import files as record_io
 from sparseprop.runner import checkpoint
 from sparseprop.sweeps import collect
 from sparseprop.paper import reproduce
-from sparseprop.sweeps import sweep
+from sparseprop.sweeps import jobs
 from sparseprop.errors import SparsepropError
 from tests.conftest import read_only_view, run_cli
-from tests.test_records_safety import Payload, fail_writes, one_error_line, snapshot
-from tests.test_sweep import TINY, run_app
+from tests.records.helpers import Payload, fail_writes, one_error_line, snapshot
+from tests.sweeps.helpers import TINY, run_app
 
 SWEEP_ARGS = ["-m", *TINY, "seed=0,1"]
 
@@ -76,7 +77,7 @@ def test_collect_names_a_damaged_multirun_yaml_and_still_tabulates(tmp_path, cap
 def test_a_sweep_whose_job_directory_is_a_file_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys, kind):
     sweep_dir = tmp_path / "sweep"
     sweep_dir.mkdir()
-    name = sweep.job_dirname(["seed=1", *TINY], list(sweep.RUNTIME_KEYS), ",", "=")
+    name = jobs.job_dirname(["seed=1", *TINY], list(jobs.RUNTIME_KEYS), ",", "=")
     if kind == "file":
         (sweep_dir / name).write_text("the user's own file\n")
     else:
@@ -206,7 +207,7 @@ def test_collect_lists_a_run_with_an_unreadable_summary_as_damaged(tmp_path, mon
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(records, "open", open_, raising=False)
+    monkeypatch.setattr(record_io, "open", open_, raising=False)  # the readers live there
     with pytest.raises(SparsepropError, match="collect: 1 runs have damaged records"):
         collect.main([str(tmp_path)])
     assert f"cannot read {locked}: Permission denied" in capsys.readouterr().err

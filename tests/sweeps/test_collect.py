@@ -12,10 +12,10 @@ from sparseprop import records
 from sparseprop.cli import main as cli
 from sparseprop.sweeps import collect
 from sparseprop.runner import plots
-from sparseprop.sweeps import sweep
+from sparseprop.sweeps import report
 from sparseprop.errors import SparsepropError
 from sparseprop.runner.run import Run
-from tests.test_sweep import Killed, run_app, tiny
+from tests.sweeps.helpers import Killed, run_app, tiny
 
 SIGNAL = ("signal.stages=[init,final]", "signal.examples=100", "signal.layer_examples=30")
 STATUSES = ["completed", "diverged", "failed", "partial", "missing"]
@@ -159,7 +159,7 @@ def test_rerunning_the_sweep_completes_it_and_collect_sees_it(partial_sweep, tmp
     monkeypatch.setattr(plots, "run_figures", lambda out: None)
     # The diverged job stays diverged (finished, skipped); the failed, partial and missing ones now complete.
     before, _, _ = collect.collect([copy])
-    assert run_app(monkeypatch, *sweep_args(copy)) == sweep.UNFINISHED_EXIT
+    assert run_app(monkeypatch, *sweep_args(copy)) == report.UNFINISHED_EXIT
     runs, _, _ = collect.collect([copy])
     assert list(runs.status) == ["completed", "diverged", "completed", "completed", "completed"]
     assert list(runs.step) == [60, before.step[1], 60, 60, 60]

@@ -1,4 +1,4 @@
-"""A new pruning criterion is one module and one YAML: the toy plugin in tests/plugins/last_layer runs,
+"""A new pruning criterion is one module and one YAML: the toy plugin in tests/pruning/plugins/last_layer runs,
 checks its own keys, shows in --help, is collected and swept, with no other file edited."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from sparseprop import plugins, pruning
 from tests.conftest import REPO, run_cli, tiny_mlp
 
-PLUGIN = REPO / "tests" / "plugins" / "last_layer"
+PLUGIN = REPO / "tests" / "pruning" / "plugins" / "last_layer"
 ENV = {plugins.ENV: str(PLUGIN)}
 TINY = ["dataset=digits", "arch.depth=3", "arch.width=16", "train.iterations=20", "train.eval_interval=10",
         "train.checkpoint_interval=10", "train.log_interval=10", "progress=false", "signal.stages=[]", "threads=1",
@@ -21,10 +21,18 @@ TINY = ["dataset=digits", "arch.depth=3", "arch.width=16", "train.iterations=20"
 
 @pytest.fixture
 def last_layer(monkeypatch):
-    """The plugin's pruner class, loaded the way the command loads it."""
+    """The plugin's pruner class, loaded the way the command loads it; unregistered afterwards."""
+    import sys
+
+    monkeypatch.setattr(pruning.PRUNERS, "_items", dict(pruning.PRUNERS._items))
+    monkeypatch.setattr(pruning.PRUNERS, "_schemas", dict(pruning.PRUNERS._schemas))
     monkeypatch.setenv(plugins.ENV, str(PLUGIN))
+    plugins._load.cache_clear()
     assert plugins.load() == [PLUGIN / "conf"]
-    return pruning.PRUNERS.get("last_layer")
+    yield pruning.PRUNERS.get("last_layer")
+    plugins._load.cache_clear()
+    for name in [n for n in sys.modules if n.startswith("sparseprop_plugin_")]:
+        del sys.modules[name]
 
 
 def test_the_plugin_criterion_keeps_the_largest_magnitudes_of_the_last_layer_only(last_layer):
