@@ -13,7 +13,8 @@ from tqdm import tqdm
 from sparseprop.errors import ConfigError
 from sparseprop.config import MAX_STEPS
 from sparseprop.registry import Options, Registry
-from sparseprop.signal import as_matrix, single_threaded, weight_matrices
+from sparseprop.signal.jacobians import single_threaded
+from sparseprop.signal.weights import as_matrix, weight_matrices
 
 ISOMETRY: Registry[Callable[..., dict | None]] = Registry("isometry", group="isometry")
 

@@ -131,3 +131,29 @@ def test_bad_options_are_config_errors(options: dict[str, float]) -> None:
     model, masks = pruned_tanh_mlp(seed=5)
     with pytest.raises(ConfigError):
         approximate_isometry(model, masks, **options)
+
+
+def test_ai_on_contract_nets_moves_only_the_stated_weights_within_their_masks(net_kind) -> None:
+    from sparseprop import models
+    from tests.conftest import contract_net
+
+    model = contract_net(net_kind, seed=10)
+    gen = torch.Generator().manual_seed(10)
+    params = models.prunable_parameters(model, include_bias=True)
+    masks = random_masks(params, kept_count(sum(p.numel() for p in params.values()), 0.5), gen)
+    apply_masks(params, masks)
+    names = [name for name, _ in models.weight_parameters(model)]
+    others = {k: v.clone() for k, v in model.state_dict().items() if k not in names}
+    result = approximate_isometry(model, masks, steps=50, lr=0.01)
+    assert result["layers"] == names
+    assert result["total_after"] < result["total_before"]
+    # Biases, BatchNorm parameters and running statistics: untouched.
+    assert all(torch.equal(v, others[k]) for k, v in model.state_dict().items() if k not in names)
+    weights = dict(models.weight_parameters(model))
+    for i, name in enumerate(names):
+        w = weights[name].detach()
+        assert torch.all(w[~masks[name]] == 0)
+        # The reported objective is ‖M Mᵀ − I‖_F of the final masked weights, recomputed here in float64.
+        m = w.double().reshape(w.shape[0], -1)
+        expected = float(torch.linalg.matrix_norm(m @ m.T - torch.eye(m.shape[0], dtype=torch.float64)))
+        assert result["objective_after"][i] == pytest.approx(expected, rel=1e-10)

@@ -12,6 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from sparseprop import records
 from sparseprop.errors import SparsepropError
+from sparseprop.records import CHECKPOINT
+from sparseprop.runner.setup import build
 
 
 @dataclass
@@ -35,9 +37,6 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
         logits = run.model(x)          # x normalised as the run's dataset (see sparseprop.data)
         kept = {k: int(m.sum()) for k, m in run.masks.items()}
     """
-    from sparseprop.records import CHECKPOINT
-    from sparseprop.runner.run import build
-
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         raise SparsepropError(f"no {CHECKPOINT} in {run_dir}: not a sparseprop run directory, or the run never reached training")

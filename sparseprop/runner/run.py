@@ -1,233 +1,40 @@
-"""One run as one straight line: config → data → model → init → prune → isometry → train → evaluate → records."""
+"""One run as one straight line: config → data → model → init → prune → isometry → train → evaluate → records.
+
+The pieces it is built from live beside it: ``setup`` (device, network, data), ``rng`` (seeds and
+random states), ``memory`` (the peak-memory estimate), ``layers`` (layers.csv) and ``stages``
+(the signal measurements of each stage).
+"""
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import platform
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sparseprop import __version__, data, inits, models, pruning, records, train
-from sparseprop.errors import DataError
+from sparseprop import data, inits, isometry, pruning, records, train
+from sparseprop.models.base import activations_per_example, traced_activations
+from sparseprop.runner.layers import SALIENCY_QUANTILES, layer_table
+from sparseprop.runner.memory import EVAL_CHUNK, available_memory, memory_estimate
+from sparseprop.runner.rng import GENERATOR_SEEDS, SEED_MULTIPLIER, STREAMS, numpy_rng, plain_rng, seed_range, stream
+from sparseprop.runner.setup import build, library_versions, load_splits, meta_model, resolve_device, scoring_dataset
+from sparseprop.runner.stages import SignalStages
+
+# Re-exported: what callers read from the run module (the config checks, tests).
+__all__ = ["CHECKPOINT", "EVAL_CHUNK", "GENERATOR_SEEDS", "SALIENCY_QUANTILES", "SEED_MULTIPLIER", "STREAMS", "Run",
+           "activations_per_example", "available_memory", "build", "layer_table", "memory_estimate", "meta_model",
+           "resolve_device", "scoring_dataset", "seed_range", "stream", "traced_activations"]
 
 log = logging.getLogger("sparseprop")
 CHECKPOINT = records.CHECKPOINT
 
 
-def plain_rng(state: dict[str, Any]) -> dict[str, Any]:
-    """The RNG states of ``train.rng_state`` with NumPy's array as a tensor, so ``weights_only`` loading accepts them."""
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    return {**state, "numpy": [str(name), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos),
-                               int(has_gauss), float(gauss)]}
-
-
-def numpy_rng(state: dict[str, Any] | None) -> dict[str, Any] | None:
-    """``plain_rng``'s inverse: the states as ``train.set_rng_state`` takes them."""
-    if not state:
-        return state
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    return {**state, "numpy": (name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss),
-            "python": (state["python"][0], tuple(state["python"][1]), state["python"][2])}
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-# Run ``seed`` draws from generators seeded 1_000_003·seed + k, k < STREAMS (0 init, 1 pruning).
-SEED_MULTIPLIER, STREAMS = 1_000_003, 2
-# The seeds torch.Generator.manual_seed accepts: any 64-bit integer, signed or unsigned.
-GENERATOR_SEEDS = (-(2**63), 2**64 - 1)
-
-
-def stream(seed: int, k: int) -> torch.Generator:
-    """Independent CPU generator ``k`` of run ``seed`` (0 init, 1 pruning)."""
-    return torch.Generator().manual_seed(SEED_MULTIPLIER * int(seed) + k)
-
-
-def seed_range() -> tuple[int, int]:
-    """The smallest and largest ``seed`` whose every stream seed is one torch's generators accept."""
-    lo, hi = GENERATOR_SEEDS
-    return -(-lo // SEED_MULTIPLIER), (hi - (STREAMS - 1)) // SEED_MULTIPLIER
-
-
-def build(cfg: DictConfig, splits: Any) -> torch.nn.Module:
-    """The configured network for inputs of ``splits.in_shape`` and ``splits.num_classes`` (CPU, not initialised)."""
-    act = models.build_activation(cfg.activation.name, **models.ACTIVATIONS.options(cfg.activation).settings())
-    opts = models.ARCHS.options(cfg.arch).settings()
-    return models.build_model(cfg.arch.name, splits.in_shape, splits.num_classes, act, **opts)
-
-
-def load_splits(cfg: DictConfig, device: torch.device) -> tuple[data.Splits, data.Splits]:
-    """Training splits and the splits used for scoring (another dataset for transfer pruning)."""
-    ds = data.DATASETS.options(cfg.dataset)
-    opts = ds.settings()
-    root = opts.pop("root", None)
-    splits = data.load(ds.name, root, device, **opts)
-    score_name = scoring_dataset(cfg)
-    if score_name == ds.name:
-        return splits, splits
-    score = data.load(score_name, root, device, **opts)
-    if score.in_shape != splits.in_shape or score.num_classes != splits.num_classes:
-        raise DataError(f"prune.dataset={score_name} has inputs {score.in_shape} and {score.num_classes} classes, "
-                        f"but dataset={ds.name} has {splits.in_shape} and {splits.num_classes}: they must match")
-    return splits, score
-
-
-def scoring_dataset(cfg: DictConfig) -> str:
-    """The dataset whose training split a data-driven criterion scores on (``prune.dataset``, else the training set)."""
-    return OmegaConf.select(cfg, "prune.dataset", default=None) or cfg.dataset.name
-
-
-def meta_model(cfg: DictConfig, shape: data.DatasetShape) -> torch.nn.Module:
-    """The configured network laid out on the meta device: its parameters have shapes but no memory."""
-    from types import SimpleNamespace
-
-    with torch.device("meta"):
-        return build(cfg, SimpleNamespace(in_shape=shape.in_shape, num_classes=shape.num_classes))
-
-
-def activations_per_example(model: torch.nn.Module, in_shape: tuple[int, ...]) -> int:
-    """Values the forward pass of one example produces: every layer's output and every activation's."""
-    if isinstance(model, models.MLP):
-        # Each layer's pre-activation, and the activation of each hidden layer (the last gives logits).
-        return sum(layer.out_features for layer in model.layers) + sum(l.out_features for l in model.layers[:-1])
-    return traced_activations(model, in_shape)
-
-
-def traced_activations(model: torch.nn.Module, in_shape: tuple[int, ...]) -> int:
-    """activations_per_example for any network: a forward pass on the meta device counting every leaf's output.
-
-    The first meta forward pass imports torch's decompositions (about a second), so MLPs are counted directly.
-    """
-    total = 0
-
-    def count(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
-        nonlocal total
-        if isinstance(output, torch.Tensor):
-            total += output.numel()
-
-    leaves = [m for m in model.modules() if not list(m.children())]
-    hooks = [m.register_forward_hook(count) for m in leaves]
-    try:
-        with torch.no_grad():
-            model(torch.empty(1, *in_shape, device="meta"))
-    finally:
-        for h in hooks:
-            h.remove()
-    return total
-
-
-# Evaluation and SNIP scoring go through the network this many examples at a time (train.evaluate,
-# pruning.connection_sensitivity).
-EVAL_CHUNK = 10_000
-
-
-def memory_estimate(cfg: DictConfig, model: torch.nn.Module, shape: data.DatasetShape,
-                    sizes: tuple[int, int, int]) -> dict[str, int]:
-    """Bytes a run needs at its peak, by part: a float32 estimate, generous rather than tight.
-
-    model: the parameters, their gradients, an optimiser buffer, the float masks and SNIP's two
-    score tensors (6 copies); data: the three splits, twice (loading holds a second copy while it
-    standardises); activations: one chunk of SNIP scoring or of training with its backward pass,
-    or one evaluation chunk; signal: the stored per-example singular values and the float64
-    working set of one chunk (signal.py bounds it at 256 MiB, more when one example needs more).
-    """
-    from sparseprop import signal
-
-    params = sum(p.numel() for p in model.parameters())
-    in_features = math.prod(shape.in_shape)
-    per_example = activations_per_example(model, shape.in_shape)
-    n_train = sizes[0]
-    scored = pruning.make_pruner(cfg.prune).scored_examples(n_train)
-    batch = max(2 * cfg.train.batch_size, 2 * min(EVAL_CHUNK, scored),
-                min(EVAL_CHUNK, max(sizes)))
-    out = {"model": 4 * 6 * params, "data": 4 * 2 * sum(sizes) * in_features, "activations": 4 * per_example * batch,
-           "signal": 0}
-    if (cfg.signal.stages or cfg.signal.every) and isinstance(model, models.MLP):
-        widths = [layer.out_features for layer in model.layers]
-        n_io = n_train if cfg.signal.examples == "all" else min(n_train, int(cfg.signal.examples))
-        n_layer = min(n_train, int(cfg.signal.layer_examples))
-        one = 8 * (in_features + 4 * sum(widths) + 3 * max(widths) ** 2)
-        stored = 8 * (n_io * min(widths[-1], in_features) + n_layer * sum(min(l.in_features, l.out_features) for l in model.layers))
-        out["signal"] = stored + 2 * max(signal._CHUNK_BYTES, one)
-    return out
-
-
-def available_memory(device: torch.device) -> int | None:
-    """Bytes free for a run on ``device`` (the CUDA device's free memory, or the host's available memory
-    within this process's cgroup limit); None if it cannot be told."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    free = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                free = int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        try:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            free = None
-    try:  # a container's own limit (cgroup v2) can be far below the machine's
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
-            room = max(0, int(limit) - used)
-            free = room if free is None else min(free, room)
-    except (OSError, ValueError):
-        pass
-    return free
-
-
-# Quantiles of each tensor's saliencies in layers.csv (linear interpolation between order statistics).
-SALIENCY_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-
-
-def layer_table(params: dict[str, torch.nn.Parameter], masks: pruning.Masks | None,
-                sal: dict[str, torch.Tensor] | None) -> list[dict[str, Any]]:
-    """One row per prunable tensor: shape, parameter and kept counts, sparsity and saliency summary."""
-    rows = []
-    for i, (name, p) in enumerate(params.items()):
-        kept = int(masks[name].sum()) if masks else p.numel()
-        row: dict[str, Any] = {"index": i, "name": name, "kind": name.rsplit(".", 1)[-1],
-                               "shape": "x".join(str(s) for s in p.shape), "parameters": p.numel(), "kept": kept,
-                               "kept_fraction": kept / p.numel(), "sparsity": 1.0 - kept / p.numel()}
-        if sal is not None:
-            s = sal[name].detach().double().cpu().numpy().ravel()
-            q05, q25, q50, q75, q95 = np.quantile(s, SALIENCY_QUANTILES)
-            row.update(saliency_sum=float(s.sum()), saliency_mean=float(s.mean()), saliency_q05=float(q05),
-                       saliency_q25=float(q25), saliency_median=float(q50), saliency_q75=float(q75),
-                       saliency_q95=float(q95), saliency_max=float(s.max()))
-        rows.append(row)
-    return rows
-
-
-def library_versions() -> dict[str, str]:
-    """Versions that decide the numbers a run produces."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def installed(dist: str) -> str:
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            return "not installed"
-
-    return {"sparseprop": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": installed("torchvision"), "hydra": installed("hydra-core")}
-
-
-class Run:
+class Run(SignalStages):
     """State and records of one run in ``out_dir``; ``execute`` does the whole line, resuming if it can."""
 
     def __init__(self, cfg: DictConfig, out_dir: str | Path) -> None:
@@ -325,60 +132,22 @@ class Run:
         self.apply_isometry()
 
     def apply_isometry(self) -> None:
-        """Run the configured isometry step (``none`` does nothing)."""
-        from sparseprop import isometry
-
+        """Run the configured isometry step; one that returns None (``none``) changed nothing and has no stage."""
         cfg = self.cfg.isometry
-        if cfg.name == "none":
-            return
         t = time.time()
         step = isometry.ISOMETRY.options(cfg)
         result = isometry.ISOMETRY.get(cfg.name, "isometry")(self.model, self.masks, **step.settings())
-        self.extra["isometry_time_s"] = time.time() - t
-        if result is not None:
-            self.extra.update(ai_objective_before=result["total_before"], ai_objective_after=result["total_after"])
-            records.write_csv(self.out / "isometry.csv", [{"step": st, "objective": v} for st, v in result["curve"]])
-            for row in self.layers:
-                if row["name"] in result["layers"]:
-                    i = result["layers"].index(row["name"])
-                    row.update(ai_objective_before=result["objective_before"][i], ai_objective_after=result["objective_after"][i])
-            records.write_csv(self.out / "layers.csv", self.layers)
-        self.stage_hook("isometry")
-
-    def stage_hook(self, stage: str, step: int = 0) -> None:
-        """Measure signal propagation at ``stage`` if asked to, and record it."""
-        if stage not in self.cfg.signal.stages:
+        if result is None:
             return
-        from sparseprop.signal import measure as propagation
-
-        t = time.time()
-        m = propagation.measure(self.model, self.x_io, self.x_layer, stage, step)
-        self.extra[f"signal_{stage}_time_s"] = time.time() - t
-        for w in m.warnings:
-            self.warn(w)
-        self.signal_rows += m.rows
-        self.spectra.update(m.raw)
-        self.extra.update(propagation.headline(self.signal_rows))
-        self.write_signal()
-        if m.raw:
-            records.write_npz(self.out / "spectra.npz", self.spectra)
-
-    def track_signal(self, step: int) -> None:
-        """During training: input–output and weight spectra every ``signal.every`` steps (statistics only)."""
-        every = self.cfg.signal.every
-        if every and step % every == 0:
-            from sparseprop.signal import measure as propagation
-
-            m = propagation.measure(self.model, self.x_io, None, "train", step, keep_raw=False)
-            for w in m.warnings:
-                self.warn(w)
-            self.signal_rows += m.rows
-            self.write_signal()
-
-    def write_signal(self) -> None:
-        from sparseprop.signal.measure import SIGNAL_COLUMNS
-
-        records.write_csv(self.out / "signal.csv", self.signal_rows, columns=SIGNAL_COLUMNS)
+        self.extra["isometry_time_s"] = time.time() - t
+        self.extra.update(ai_objective_before=result["total_before"], ai_objective_after=result["total_after"])
+        records.write_csv(self.out / "isometry.csv", [{"step": st, "objective": v} for st, v in result["curve"]])
+        for row in self.layers:
+            if row["name"] in result["layers"]:
+                i = result["layers"].index(row["name"])
+                row.update(ai_objective_before=result["objective_before"][i], ai_objective_after=result["objective_after"][i])
+        records.write_csv(self.out / "layers.csv", self.layers)
+        self.stage_hook("isometry")
 
     def warn(self, message: str) -> None:
         log.warning(message)
@@ -391,14 +160,7 @@ class Run:
         records.clear_complete(self.out)
         splits, score = load_splits(cfg, self.device)
         self.in_shape, self.num_classes = splits.in_shape, splits.num_classes
-        if cfg.signal.stages or cfg.signal.every:
-            from sparseprop.signal.measure import choose_examples
-
-            n = splits.x_train.shape[0]
-            io_idx, layer_idx = choose_examples(n, cfg.signal.examples), choose_examples(n, cfg.signal.layer_examples)
-            self.x_io, self.x_layer = splits.x_train[io_idx.to(self.device)], splits.x_train[layer_idx.to(self.device)]
-            # Which training examples the raw spectra belong to, so they can be recomputed independently.
-            self.spectra.update({"examples/io": io_idx.numpy(), "examples/layer": layer_idx.numpy()})
+        self.select_signal_examples(splits)
         notes: list[str] = []
         state = self.resume(splits, notes) if cfg.resume else None
         if state is None:

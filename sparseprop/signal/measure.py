@@ -9,8 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from sparseprop import signal
 from sparseprop.errors import SparsepropError
+from sparseprop.models.base import measuring
+from sparseprop.signal.jacobians import io_singular_values, layer_singular_values
+from sparseprop.signal.spectra import spectrum_stats
+from sparseprop.signal.weights import isometry_residual, weight_matrices, weight_singular_values
 
 SIGNAL_COLUMNS = ["stage", "step", "scope", "layer", "name", "examples", "count", "nonfinite", "mean", "std", "min",
                   "max", "condition", "q05", "q25", "q50", "q75", "q95", "median_example_condition", "residual"]
@@ -49,14 +52,12 @@ def measure(model: torch.nn.Module, x_io: torch.Tensor | None, x_layer: torch.Te
     never an exception: a run must not die because one statistic is unavailable.
     """
     out = Measurement()
-    was_training = model.training
-    model.eval()
-    names = [name for name, _ in signal.weight_matrices(model)]
+    names = [name for name, _ in weight_matrices(model)]
 
     def stats_of(sv: torch.Tensor, what: str) -> dict[str, float]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            stats = signal.spectrum_stats(sv)
+            stats = spectrum_stats(sv)
         out.warnings += [f"{stage} step {step} {what}: {w.message}" for w in caught]
         return stats
 
@@ -72,10 +73,10 @@ def measure(model: torch.nn.Module, x_io: torch.Tensor | None, x_layer: torch.Te
         else:
             out.warnings.append(f"{stage} step {step} {what} not finite: {str(exc).splitlines()[0]}")
 
-    try:
+    with measuring(model):
         if x_io is not None:
             try:
-                sv = signal.io_singular_values(model, x_io)
+                sv = io_singular_values(model, x_io)
                 record("network", -1, "input_output", int(sv.shape[0]), sv, "input-output JSV", "io")
             except (SparsepropError, torch.linalg.LinAlgError) as exc:
                 failed("input-output JSV", exc)
@@ -83,32 +84,18 @@ def measure(model: torch.nn.Module, x_io: torch.Tensor | None, x_layer: torch.Te
                     out.rows.append(_row(stage, step, "network", -1, "input_output", int(x_io.shape[0]), _nan_stats()))
         if x_layer is not None:
             try:
-                for layer, sv in enumerate(signal.layer_singular_values(model, x_layer)):
+                for layer, sv in enumerate(layer_singular_values(model, x_layer)):
                     record("layer", layer, names[layer], int(sv.shape[0]), sv, f"layer {layer} JSV", f"layer{layer}")
             except (SparsepropError, torch.linalg.LinAlgError) as exc:
                 failed("layerwise JSV", exc)
-        residuals = signal.isometry_residual(model)
-        for layer, (sv, res) in enumerate(zip(_weight_spectra(model), residuals)):
+        residuals = isometry_residual(model)
+        for layer, (sv, res) in enumerate(zip(weight_singular_values(model), residuals)):
             record("weights", layer, names[layer], 0, sv, f"layer {layer} weights", f"weights{layer}", res)
-    finally:
-        model.train(was_training)
     return out
 
 
 def _nan_stats() -> dict[str, float]:
     return {k: float("nan") for k in SIGNAL_COLUMNS[6:-1]}
-
-
-def _weight_spectra(model: torch.nn.Module) -> list[torch.Tensor]:
-    """Singular values of each masked weight matrix; NaNs (counted as non-finite) where the weights are not finite."""
-    out = []
-    for _, w in signal.weight_matrices(model):
-        m = signal.as_matrix(w.detach()).double()
-        if torch.isfinite(m).all():
-            out.append(torch.linalg.svdvals(m))
-        else:
-            out.append(torch.full((min(m.shape),), float("nan"), dtype=torch.float64))
-    return out
 
 
 def headline(rows: list[dict[str, Any]]) -> dict[str, float]:

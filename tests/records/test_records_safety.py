@@ -312,20 +312,20 @@ def test_full_disk_is_one_line_and_leaves_no_temporary(tmp_path, monkeypatch, no
 
 
 def test_full_extraction_cache_leaves_no_partial_file(tmp_path, monkeypatch):
-    folder, md5 = data._IDX_SOURCES["mnist"]
+    folder, md5 = data.idx._IDX_SOURCES["mnist"]
     raw = tmp_path / "root" / folder / "raw"
     raw.mkdir(parents=True)
-    for name in data._IDX_FILES:
+    for name in data.idx._IDX_FILES:
         with gzip.open(raw / f"{name}.gz", "wb") as f:
             f.write(os.urandom(1000))
-    monkeypatch.setattr(data, "_md5", lambda p: md5[p.name])
+    monkeypatch.setattr(data.idx, "_md5", lambda p: md5[p.name])
     monkeypatch.setenv("SPARSEPROP_CACHE", str(tmp_path / "cache"))
 
     def copy(src, dst, *args):
         dst.write(src.read(100))
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(data.shutil, "copyfileobj", copy)
+    monkeypatch.setattr(data.idx.shutil, "copyfileobj", copy)
     with pytest.raises(data.DataError, match="No space left on device"):
         data.locate_idx("mnist", tmp_path / "root", download=False)
     assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []

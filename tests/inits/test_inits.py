@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from sparseprop import inits
+from sparseprop import inits, models
 from sparseprop.errors import ConfigError, SparsepropError
 
 
@@ -117,3 +117,28 @@ def test_command_line_refuses_a_bad_normal_variance_before_running(bad):
     with pytest.raises(SparsepropError) as info:
         cli.check(["dataset=digits", "init=normal", f"init.scale={bad}"])
     assert "init.scale" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name, variance", [("vs_l", lambda fi, fo: 1 / fi), ("vs_g", lambda fi, fo: 2 / (fi + fo)),
+                                            ("vs_h", lambda fi, fo: 2 / fi)])
+def test_initialise_draws_every_weight_layer_of_the_contract_in_order(net_kind, name, variance):
+    from tests.conftest import TinyConvBN, tiny_mlp
+
+    model = tiny_mlp() if net_kind == "mlp" else TinyConvBN()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(0.5)  # so that anything initialise skips or misses shows
+    inits.initialise(model, name, generator=torch.Generator().manual_seed(11))
+    # Reference: the same generator's standard normals, one weight layer after the other in the contract's
+    # order, each scaled by the std its fans give; only float32 rounding of the product differs.
+    gen = torch.Generator().manual_seed(11)
+    for _, module in models.weight_layers(model):
+        w = module.weight
+        fan_in, fan_out = w.shape[1] * w[0, 0].numel(), w.shape[0] * w[0, 0].numel()
+        z = torch.empty(w.shape).normal_(generator=gen)
+        torch.testing.assert_close(w.detach().double(), math.sqrt(variance(fan_in, fan_out)) * z.double(),
+                                   rtol=1e-6, atol=1e-12)
+        assert module.bias is None or torch.count_nonzero(module.bias) == 0
+    for key, value in model.named_parameters():  # BatchNorm's parameters: untouched by initialise
+        if key.startswith("bn"):
+            assert torch.all(value == 0.5), key

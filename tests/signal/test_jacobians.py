@@ -1,10 +1,7 @@
-"""Jacobian singular values, weight isometry and spectrum statistics against plain references."""
+"""Jacobian singular values (the MLP's fast paths and the generic torch.func path) against float64 autograd."""
 
 from __future__ import annotations
 
-import warnings
-
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -17,9 +14,10 @@ from sparseprop.signal import (
     io_singular_values,
     isometry_residual,
     layer_singular_values,
-    spectrum_stats,
     weight_singular_values,
 )
+from sparseprop.signal import jacobians
+from tests.conftest import contract_net, example_inputs
 
 
 def pruned_mlp(activation: str, sizes: tuple[int, ...] = (12, 9, 11, 5), sparsity: float = 0.5,
@@ -151,66 +149,41 @@ def test_layerwise_jacobians_of_a_non_mlp_are_refused() -> None:
         layer_singular_values(model, torch.randn(2, 4))
 
 
-def test_weight_spectra_and_isometry_residual_match_numpy() -> None:
-    torch.manual_seed(6)
-    # Linear(7, 3) is wide: M Mᵀ − I is 3 × 3 while Mᵀ M − I would be 7 × 7, so the numbers pin
-    # down the orientation.
-    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.Flatten(), nn.Linear(4 * 2 * 2, 7), nn.Linear(7, 3))
-    weights = [model[0].weight, model[2].weight, model[3].weight]
-    svs, residuals = weight_singular_values(model), isometry_residual(model)
-    assert len(svs) == len(residuals) == 3
-    for w, sv, res in zip(weights, svs, residuals):
-        m = w.detach().double().numpy().reshape(w.shape[0], -1)
-        np.testing.assert_allclose(sv.numpy(), np.linalg.svd(m, compute_uv=False), rtol=1e-10)
-        np.testing.assert_allclose(res, np.linalg.norm(m @ m.T - np.eye(m.shape[0])), rtol=1e-10)
+def test_io_singular_values_of_contract_nets_match_float64_autograd_in_running_statistics(net_kind) -> None:
+    model = contract_net(net_kind, seed=6).train()  # measured as the contract says: BatchNorm on running statistics
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = example_inputs(model, 7, seed=6)
+    sv = io_singular_values(model, x, chunk_size=3)
+    assert sv.shape == (7, min(model.num_outputs, x[0].numel()))
+    assert model.training  # the mode is given back
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # running statistics not updated
+    assert_spectra_close(sv, autograd_io_singular_values(model.eval(), x))
 
 
-def numpy_stats(values: np.ndarray) -> dict[str, float]:
-    """Reference statistics with NumPy, over the finite entries; rows keep their own finite entries."""
-    finite = values[np.isfinite(values)]
-    rows = np.where(np.isfinite(values), values, np.nan)
-    rows = rows[~np.all(np.isnan(rows), axis=1)]
-    with np.errstate(divide="ignore"):
-        conditions = np.nanmax(rows, axis=1) / np.nanmin(rows, axis=1)
-    out = {"count": finite.size, "nonfinite": values.size - finite.size, "mean": finite.mean(),
-           "std": finite.std(ddof=0), "min": finite.min(), "max": finite.max(),
-           "condition": finite.max() / finite.min() if finite.min() > 0 else np.inf,
-           "median_example_condition": np.median(conditions)}
-    for key, q in {"q05": 0.05, "q25": 0.25, "q50": 0.5, "q75": 0.75, "q95": 0.95}.items():
-        out[key] = np.quantile(finite, q)
-    return out
+def test_the_mlp_fast_path_agrees_with_the_generic_path() -> None:
+    model = pruned_mlp("tanh", seed=7)
+    x = torch.randn(6, 12, dtype=torch.float64)
+    assert_spectra_close(io_singular_values(model, x), jacobians._generic_io_singular_values(model, x, 4))
 
 
-def test_spectrum_stats_match_numpy() -> None:
-    values = np.random.default_rng(0).gamma(2.0, size=(41, 6))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        stats = spectrum_stats(torch.from_numpy(values))
-    expected = numpy_stats(values)
-    assert set(stats) == set(expected)
-    for key, value in expected.items():
-        assert stats[key] == pytest.approx(value, rel=1e-12), key
+def test_fast_paths_belong_to_the_exact_mlp_class_and_others_get_the_generic_ones() -> None:
+    class WiderMLP(MLP):
+        pass
+
+    mlp, conv_bn = contract_net("mlp"), contract_net("conv_bn")
+    assert jacobians.fast_paths(mlp) is jacobians.FAST_PATHS[MLP]
+    assert jacobians.fast_paths(WiderMLP(4, [3], 2, build_activation("tanh"))) is None
+    assert jacobians.fast_paths(conv_bn) is None
+    assert jacobians.signal_memory(conv_bn, 49, 100, 10) == 0
+    assert jacobians.signal_memory(mlp, 12, 100, 10) > 0
+    with pytest.raises(SparsepropError, match="MLPs only"):
+        layer_singular_values(conv_bn, example_inputs(conv_bn, 2))
+    with pytest.raises(ValueError, match="twice"):
+        jacobians.register_fast_paths(MLP, jacobians.FAST_PATHS[MLP])
 
 
-def test_spectrum_stats_counts_and_skips_nonfinite_values_with_a_warning() -> None:
-    values = np.random.default_rng(1).gamma(2.0, size=(12, 4))
-    values[2, 1], values[5, 0], values[7, 3] = np.nan, np.inf, -np.inf
-    # A zero makes that example's (and the pooled) condition number infinite.
-    values[3, 2] = 0.0
-    with pytest.warns(RuntimeWarning, match="3 of 48"):
-        stats = spectrum_stats(torch.from_numpy(values))
-    assert stats["nonfinite"] == 3 and stats["count"] == 45
-    assert stats["condition"] == np.inf
-    for key, value in numpy_stats(values).items():
-        assert stats[key] == pytest.approx(value, rel=1e-12), key
-
-
-def test_spectrum_stats_of_a_single_spectrum_treats_it_as_one_example() -> None:
-    stats = spectrum_stats(torch.tensor([4.0, 2.0, 1.0]))
-    assert stats["median_example_condition"] == 4.0
-    assert stats["std"] == pytest.approx(np.std([4.0, 2.0, 1.0]))
-
-
-def test_spectrum_stats_of_no_examples_is_nan_not_an_error() -> None:
-    stats = spectrum_stats(torch.empty(0, 10))
-    assert stats["count"] == 0 and np.isnan(stats["mean"]) and np.isnan(stats["median_example_condition"])
+def test_mlp_signal_memory_is_the_stored_spectra_and_two_chunk_budgets() -> None:
+    model = MLP(784, [100] * 6, 10, build_activation("tanh"))
+    stored = 8 * (5000 * 10 + 200 * (6 * 100 + 10))
+    # One example's float64 working set (784 + 4·610 + 3·100²) is below the 256 MiB chunk budget.
+    assert jacobians.signal_memory(model, 784, 5000, 200) == stored + 2 * 256 * 2**20

@@ -42,7 +42,7 @@ def finish(paths, standardise: str) -> data.Splits:
     """The splits sparseprop makes of the tiny set, as for MNIST (bytes / 255, 20% validation)."""
     x_tr, x_te = (data.read_idx(p).float().div_(255.0).unsqueeze(1) for p in paths)
     y_tr, y_te = torch.arange(x_tr.shape[0]), torch.zeros(x_te.shape[0], dtype=torch.long)
-    return data._finish("tiny", x_tr, y_tr, x_te, y_te, 10, 0.2, 0, standardise)
+    return data.finish_splits("tiny", x_tr, y_tr, x_te, y_te, 10, 0.2, 0, standardise)
 
 
 @pytest.mark.parametrize("standardise", data.STANDARDISE)

@@ -1,0 +1,68 @@
+"""The signal measurements of a run: which examples, each stage's spectra, tracking during training."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from omegaconf import DictConfig
+
+from sparseprop import data, records
+from sparseprop.signal import measure as propagation
+
+
+class SignalStages:
+    """What ``Run`` measures and records of signal propagation; it provides the attributes annotated here."""
+
+    cfg: DictConfig
+    out: Path
+    device: torch.device
+    model: torch.nn.Module
+    extra: dict[str, Any]
+    signal_rows: list[dict[str, Any]]
+    spectra: dict[str, Any]
+    x_io: torch.Tensor | None
+    x_layer: torch.Tensor | None
+    warn: Callable[[str], None]
+
+    def select_signal_examples(self, splits: data.Splits) -> None:
+        """The training examples measured at every stage, if anything is measured."""
+        cfg = self.cfg
+        if cfg.signal.stages or cfg.signal.every:
+            n = splits.x_train.shape[0]
+            io_idx = propagation.choose_examples(n, cfg.signal.examples)
+            layer_idx = propagation.choose_examples(n, cfg.signal.layer_examples)
+            self.x_io, self.x_layer = splits.x_train[io_idx.to(self.device)], splits.x_train[layer_idx.to(self.device)]
+            # Which training examples the raw spectra belong to, so they can be recomputed independently.
+            self.spectra.update({"examples/io": io_idx.numpy(), "examples/layer": layer_idx.numpy()})
+
+    def stage_hook(self, stage: str, step: int = 0) -> None:
+        """Measure signal propagation at ``stage`` if asked to, and record it."""
+        if stage not in self.cfg.signal.stages:
+            return
+        t = time.time()
+        m = propagation.measure(self.model, self.x_io, self.x_layer, stage, step)
+        self.extra[f"signal_{stage}_time_s"] = time.time() - t
+        for w in m.warnings:
+            self.warn(w)
+        self.signal_rows += m.rows
+        self.spectra.update(m.raw)
+        self.extra.update(propagation.headline(self.signal_rows))
+        self.write_signal()
+        if m.raw:
+            records.write_npz(self.out / "spectra.npz", self.spectra)
+
+    def track_signal(self, step: int) -> None:
+        """During training: input–output and weight spectra every ``signal.every`` steps (statistics only)."""
+        every = self.cfg.signal.every
+        if every and step % every == 0:
+            m = propagation.measure(self.model, self.x_io, None, "train", step, keep_raw=False)
+            for w in m.warnings:
+                self.warn(w)
+            self.signal_rows += m.rows
+            self.write_signal()
+
+    def write_signal(self) -> None:
+        records.write_csv(self.out / "signal.csv", self.signal_rows, columns=propagation.SIGNAL_COLUMNS)

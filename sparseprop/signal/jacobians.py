@@ -1,0 +1,161 @@
+"""Jacobian singular values of any model, and the registry through which an architecture adds faster paths.
+
+``io_singular_values`` and ``layer_singular_values`` look the model's class up in ``FAST_PATHS``
+(``mlp_fast`` registers the MLP's); every other model gets the generic torch.func path for the
+input-output Jacobian, and layerwise Jacobians are refused with a clear error (no generic
+layerwise path exists yet).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from sparseprop.errors import SparsepropError
+from sparseprop.models.base import measuring
+
+# Bytes of float64 working memory per chunk of the fast computations; the peak stays a small
+# multiple of this whatever the number of examples. Beyond about a thousand examples larger
+# chunks were measured to be slower (their products no longer fit the caches).
+CHUNK_BYTES = 256 * 2**20
+_MAX_CHUNK = 1024
+_GENERIC_CHUNK = 64
+
+
+@dataclass(frozen=True)
+class FastPaths:
+    """An architecture's own ways to the Jacobian spectra, and the memory they need.
+
+    io(model, x, chunk_size) and layers(model, x, chunk_size) return what ``io_singular_values``
+    and ``layer_singular_values`` promise; memory(model, in_features, n_io, n_layer) is the bytes
+    the measurement of ``n_io`` and ``n_layer`` examples holds at its peak.
+    """
+
+    io: Callable[[nn.Module, torch.Tensor, int | None], torch.Tensor]
+    layers: Callable[[nn.Module, torch.Tensor, int | None], list[torch.Tensor]] | None = None
+    memory: Callable[[nn.Module, int, int, int], int] | None = None
+
+
+# Keyed by the exact model class: a subclass may compute something else, so it is measured generically.
+FAST_PATHS: dict[type, FastPaths] = {}
+
+
+def register_fast_paths(model_class: type, paths: FastPaths) -> None:
+    """Make ``paths`` the way the Jacobians of ``model_class`` networks are measured."""
+    if model_class in FAST_PATHS:
+        raise ValueError(f"fast Jacobian paths of {model_class.__name__} registered twice")
+    FAST_PATHS[model_class] = paths
+
+
+def fast_paths(model: nn.Module) -> FastPaths | None:
+    """The fast paths registered for the model's class, or None."""
+    return FAST_PATHS.get(type(model))
+
+
+def chunk_size_or(chunk_size: int | None, default: int) -> int:
+    """The number of examples per chunk: ``chunk_size`` when given, else ``default``."""
+    if chunk_size is None:
+        return max(1, default)
+    if int(chunk_size) < 1:
+        raise ValueError(f"chunk_size={chunk_size} must be a positive integer")
+    return int(chunk_size)
+
+
+def memory_chunk(per_example_floats: int) -> int:
+    """The most examples whose float64 working set fits the per-chunk memory budget."""
+    return min(_MAX_CHUNK, CHUNK_BYTES // (8 * per_example_floats))
+
+
+@contextmanager
+def single_threaded(device: torch.device) -> Iterator[None]:
+    """Run the enclosed torch CPU work on one thread, restoring the thread count afterwards."""
+    # Batches of small matrices (eigensolvers, tiny products) gain nothing from threads, and their
+    # many thread synchronisations become catastrophically slow (measured: tens of times) when other
+    # jobs share the cores, as in parallel sweeps.
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if device.type == "cpu":
+            torch.set_num_threads(threads)
+
+
+def gram_singular_values(gram: torch.Tensor, k: int) -> torch.Tensor:
+    """The k largest singular values, descending, of matrices whose Gram matrices are ``gram``."""
+    with single_threaded(gram.device):
+        eig = torch.linalg.eigvalsh(gram)
+    # Rounding can make the eigenvalues of a singular Gram matrix slightly negative; they are zeros.
+    return eig.clamp_min_(0.0).sqrt_().flip(-1)[..., :k]
+
+
+def _generic_io_singular_values(model: nn.Module, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """io_singular_values for any differentiable model, by batched reverse-mode Jacobians."""
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+
+    def logits(example: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(model, (params, buffers), (example[None],))[0]
+
+    jacobian = torch.func.vmap(torch.func.jacrev(logits))
+    out = []
+    # The contract's measuring mode makes every example independent of the others (BatchNorm uses
+    # its running statistics).
+    with measuring(model):
+        try:
+            for xb in x.split(chunk):
+                jac = jacobian(xb).reshape(xb.shape[0], -1, xb[0].numel()).double()
+                with single_threaded(jac.device):
+                    out.append(torch.linalg.svdvals(jac))
+        except RuntimeError as exc:
+            raise SparsepropError(
+                f"could not compute input-output Jacobians of {type(model).__name__} with torch.func ({exc}); "
+                "use an MLP or a model built from standard layers"
+            ) from exc
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def io_singular_values(model: nn.Module, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+    """Per-example singular values (N, min(C, D)), descending, float64, of the logits' Jacobian w.r.t. the input.
+
+    ``chunk_size`` examples are processed at a time (None picks a size that bounds memory). An MLP's
+    Jacobian is formed in the model's precision, like its logits (pass ``model.double()`` for more),
+    and its singular values in float64; values below about 1e-7 of an example's largest (float64:
+    1e-8) are numerically zero.
+    """
+    device = next(model.parameters()).device
+    x = x.to(device)
+    fast = fast_paths(model)
+    if fast is not None:
+        return fast.io(model, x, chunk_size)
+    return _generic_io_singular_values(model, x, chunk_size_or(chunk_size, _GENERIC_CHUNK))
+
+
+@torch.no_grad()
+def layer_singular_values(model: nn.Module, x: torch.Tensor, chunk_size: int | None = None) -> list[torch.Tensor]:
+    """Per layer, per-example singular values (N, min(out, in)), descending, float64, of J^l = diag(φ'(h^l)) (C^l⊙W^l).
+
+    The last layer has no activation, so its Jacobian is its weight, the same for every example.
+    Only architectures that registered a layerwise path are supported.
+    """
+    fast = fast_paths(model)
+    if fast is None or fast.layers is None:
+        raise SparsepropError(
+            f"layerwise Jacobians are supported for MLPs only so far, not {type(model).__name__}; "
+            "use io_singular_values or the data-free weight_singular_values for this architecture"
+        )
+    return fast.layers(model, x.to(next(model.parameters()).device), chunk_size)
+
+
+def signal_memory(model: nn.Module, in_features: int, n_io: int, n_layer: int) -> int:
+    """Bytes measuring ``n_io`` input-output and ``n_layer`` layerwise examples holds at its peak (0: not sized)."""
+    fast = fast_paths(model)
+    if fast is None or fast.memory is None:
+        return 0
+    return fast.memory(model, in_features, n_io, n_layer)
