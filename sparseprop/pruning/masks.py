@@ -5,19 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sparseprop import models
+
 Masks = dict[str, torch.Tensor]
 
 
 def prunable_parameters(model: nn.Module, include_bias: bool = True) -> dict[str, nn.Parameter]:
-    """Weights (and optionally biases) of every linear and conv layer, by parameter name; never BatchNorm."""
-    out: dict[str, nn.Parameter] = {}
-    for mod_name, module in model.named_modules():
-        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            prefix = f"{mod_name}." if mod_name else ""
-            out[prefix + "weight"] = module.weight
-            if include_bias and module.bias is not None:
-                out[prefix + "bias"] = module.bias
-    return out
+    """The tensors a mask covers, as the model's contract states them: weights, biases if ``include_bias``; never BatchNorm."""
+    return models.prunable_parameters(model, include_bias)
 
 
 def kept_count(total: int, sparsity: float) -> int:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparseprop import models
 from sparseprop.errors import ConfigError, NoSignalError
 
 TARGETS = ("labels", "uniform", "self_hard", "self_soft")
@@ -83,12 +84,17 @@ def sensitivity_and_scale(model: nn.Module, params: dict[str, nn.Parameter], x: 
                           chunk: int = 10_000) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(connection sensitivity g_j as above, the same with the logit gradient replaced by the size of its terms).
 
-    Because the model is in eval mode every example is independent, so the sum of batch means is
+    Because the model is in evaluation mode (``models.measuring``) every example is independent, so the sum of batch means is
     computed in large chunks by weighting each example with 1/|its batch|: the same number, far
     fewer passes. The second result is the scale against which ``check_signal`` judges rounding.
     """
-    was_training = model.training
-    model.eval()
+    with models.measuring(model):  # BatchNorm as the model's contract says scoring treats it
+        return _sensitivity_and_scale(model, params, x, y, batches, target, chunk)
+
+
+def _sensitivity_and_scale(model: nn.Module, params: dict[str, nn.Parameter], x: torch.Tensor, y: torch.Tensor,
+                           batches: list[torch.Tensor], target: str,
+                           chunk: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     idx = torch.cat(batches)
     weights = torch.cat([torch.full((len(b),), 1.0 / len(b), dtype=torch.float64) for b in batches]).to(x.device, x.dtype)
     idx = idx.to(x.device)
@@ -106,7 +112,6 @@ def sensitivity_and_scale(model: nn.Module, params: dict[str, nn.Parameter], x: 
         # the same network would get from a loss whose gradient kept the full size of its terms.
         for k, g in zip(names, torch.autograd.grad((logits * (sizes * w[:, None])).sum(), tensors)):
             scale[k] += g
-    model.train(was_training)
     return ({k: (params[k].detach() * grads[k]) for k in names},
             {k: (params[k].detach() * scale[k]) for k in names})
 

@@ -4,15 +4,14 @@ settings of the root schema, and what needs the dataset's size or the network's 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sparseprop import config, data, inits, isometry, models, pruning, train
-from sparseprop.errors import ConfigError, SparsepropError
+from sparseprop.errors import ConfigError
 from sparseprop.registry import Options, Registry
-from sparseprop.runner import run
+from sparseprop.runner import memory, rng, setup
 
 STAGES = ("init", "pruned", "isometry", "final")
 
@@ -135,7 +134,7 @@ def _check_root(cfg: DictConfig) -> None:
     for key in ("train.batch_size", "train.eval_interval", "train.checkpoint_interval", "train.log_interval",
                 "train.best_of_last", "signal.layer_examples"):
         _integer(cfg, key)
-    lo, hi = run.seed_range()
+    lo, hi = rng.seed_range()
     _integer(cfg, "seed", minimum=lo, maximum=hi)
     _integer(cfg, "train.shuffle_seed", minimum=config.GENERATOR_SEEDS[0], maximum=config.GENERATOR_SEEDS[1])
     _integer(cfg, "signal.every", minimum=0)
@@ -211,7 +210,7 @@ def check_sizes(cfg: DictConfig, chosen: dict[str, Options], memory_here: bool =
     split, pruning must keep at least one weight, and (with ``memory_here``) the run must fit here.
     """
     ds, pruner = chosen["dataset"], pruning.make_pruner(cfg.prune)
-    score_name = run.scoring_dataset(cfg) if pruner.uses_data else ds.name
+    score_name = setup.scoring_dataset(cfg) if pruner.uses_data else ds.name
     if score_name != ds.name:
         data.DATASETS.get(score_name, "prune.dataset")
     names = {ds.name, score_name}
@@ -240,14 +239,14 @@ def check_sizes(cfg: DictConfig, chosen: dict[str, Options], memory_here: bool =
     if pruner.uses_data:
         pruner.options.check_split(sizes[score_name][0], score_name)
     shape = data.SHAPES[ds.name]
-    net = network(cfg, shape)
+    net = memory.network(cfg, shape)
     m = net.prunable if pruner.options.include_bias else net.prunable_weights
     if pruner.options.sparsity > 0 and pruning.kept_count(m, pruner.options.sparsity) == 0:
         most = 1 - 0.5 / m  # round((1 - s)·m) >= 1 exactly when (1 - s)·m >= 0.5
         pruner.options.refuse("sparsity", f"it keeps round((1 - s)·m) = 0 of the m = {m:,} prunable parameters; "
                                           f"use s < {most:.6g}")
     if memory_here:
-        check_memory(cfg, net.model, shape, sizes[ds.name])
+        memory.check_memory(cfg, net.model, shape, sizes[ds.name])
 
 
 def check_memory_here(cfg: DictConfig) -> None:
@@ -255,48 +254,4 @@ def check_memory_here(cfg: DictConfig) -> None:
     ds = data.DATASETS.options(cfg.dataset)
     if ds.name in data.SHAPES:
         shape = data.SHAPES[ds.name]
-        check_memory(cfg, network(cfg, shape).model, shape, data.split_sizes(ds.name, ds.val_fraction))
-
-
-@dataclass
-class _Network:
-    model: Any
-    prunable: int
-    prunable_weights: int
-
-
-_NETWORKS: dict[str, _Network] = {}
-
-
-def network(cfg: DictConfig, shape: Any) -> _Network:
-    """The configured network on the meta device with its prunable counts, made once per distinct network."""
-
-    key = repr((OmegaConf.to_container(cfg.arch), OmegaConf.to_container(cfg.activation), shape))
-    if key not in _NETWORKS:
-        try:
-            model = run.meta_model(cfg, shape)
-        except SparsepropError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - e.g. a size beyond what a tensor can index
-            raise ConfigError("arch", OmegaConf.to_container(cfg.arch),
-                              f"the network cannot be built: {str(exc).splitlines()[0]}") from None
-        count = lambda bias: sum(p.numel() for p in pruning.prunable_parameters(model, bias).values())  # noqa: E731
-        _NETWORKS.clear()  # one entry is enough for a sweep ordered by config groups, and keeps memory flat
-        _NETWORKS[key] = _Network(model, count(True), count(False))
-    return _NETWORKS[key]
-
-
-def check_memory(cfg: DictConfig, model: Any, shape: Any, sizes: tuple[int, int, int]) -> None:
-    """Refuse a run whose estimated peak memory exceeds what is available on its device."""
-    need = run.memory_estimate(cfg, model, shape, sizes)
-    device = run.resolve_device(cfg.device)
-    free = run.available_memory(device)
-    total = sum(need.values())
-    if free is not None and total > free:
-        gib = 2.0**30
-        parts = ", ".join(f"{k} {v / gib:.3g}" for k, v in need.items() if v)
-        opts = ", ".join(f"{k}={v}" for k, v in cfg.arch.items() if k != "name")
-        arch = f"arch={cfg.arch.name}" + (f" ({opts})" if opts else "")
-        raise SparsepropError(f"{arch} on dataset={cfg.dataset.name} needs about {total / gib:.3g} GiB "
-                              f"({parts} GiB) but {free / gib:.3g} GiB is free on {device.type}; "
-                              "choose a smaller network or batch, or another device")
+        memory.check_memory(cfg, memory.network(cfg, shape).model, shape, data.split_sizes(ds.name, ds.val_fraction))

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 import os
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sparseprop import data, pruning
+from sparseprop.errors import ConfigError, SparsepropError
+from sparseprop.runner import setup
 from sparseprop.models.base import activations_per_example
 from sparseprop.signal.jacobians import signal_memory
 
@@ -68,3 +72,47 @@ def available_memory(device: torch.device) -> int | None:
     except (OSError, ValueError):
         pass
     return free
+
+
+@dataclass
+class _Network:
+    model: Any
+    prunable: int
+    prunable_weights: int
+
+
+_NETWORKS: dict[str, _Network] = {}
+
+
+def network(cfg: DictConfig, shape: Any) -> _Network:
+    """The configured network on the meta device with its prunable counts, made once per distinct network."""
+
+    key = repr((OmegaConf.to_container(cfg.arch), OmegaConf.to_container(cfg.activation), shape))
+    if key not in _NETWORKS:
+        try:
+            model = setup.meta_model(cfg, shape)
+        except SparsepropError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. a size beyond what a tensor can index
+            raise ConfigError("arch", OmegaConf.to_container(cfg.arch),
+                              f"the network cannot be built: {str(exc).splitlines()[0]}") from None
+        count = lambda bias: sum(p.numel() for p in pruning.prunable_parameters(model, bias).values())  # noqa: E731
+        _NETWORKS.clear()  # one entry is enough for a sweep ordered by config groups, and keeps memory flat
+        _NETWORKS[key] = _Network(model, count(True), count(False))
+    return _NETWORKS[key]
+
+
+def check_memory(cfg: DictConfig, model: Any, shape: Any, sizes: tuple[int, int, int]) -> None:
+    """Refuse a run whose estimated peak memory exceeds what is available on its device."""
+    need = memory_estimate(cfg, model, shape, sizes)
+    device = setup.resolve_device(cfg.device)
+    free = available_memory(device)
+    total = sum(need.values())
+    if free is not None and total > free:
+        gib = 2.0**30
+        parts = ", ".join(f"{k} {v / gib:.3g}" for k, v in need.items() if v)
+        opts = ", ".join(f"{k}={v}" for k, v in cfg.arch.items() if k != "name")
+        arch = f"arch={cfg.arch.name}" + (f" ({opts})" if opts else "")
+        raise SparsepropError(f"{arch} on dataset={cfg.dataset.name} needs about {total / gib:.3g} GiB "
+                              f"({parts} GiB) but {free / gib:.3g} GiB is free on {device.type}; "
+                              "choose a smaller network or batch, or another device")
