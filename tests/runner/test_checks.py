@@ -365,13 +365,13 @@ def test_memory_estimate_counts_the_network_in_closed_form():
 
 
 def test_paper_runs_fit_and_a_huge_network_is_refused(monkeypatch):
-    from sparseprop.runner import run
+    from sparseprop.runner import memory, setup
 
     cfg = _compose(["dataset=digits"])
     checks.validate(cfg)  # the default network checks against this machine's memory
-    free = run.available_memory(run.resolve_device("cpu"))
+    free = memory.available_memory(setup.resolve_device("cpu"))
     assert free is None or free > 0
-    monkeypatch.setattr(run, "available_memory", lambda device: 2 * 2**30)
+    monkeypatch.setattr(memory, "available_memory", lambda device: 2 * 2**30)
     # The paper's MNIST runs (checked without loading MNIST) are estimated at about 1 GiB.
     for overrides in ([], ["experiment=sparsity_sweep"], ["experiment=e2_init"], ["arch=lenet300"]):
         checks.validate(_compose(["device=cpu", *overrides]))
@@ -429,12 +429,14 @@ def test_applied_value_overrides_equal_hydras_composition(overrides):
 
 
 def test_memory_is_checked_up_front_only_for_jobs_run_here(monkeypatch):
-    from sparseprop.runner import run
+    from sparseprop.runner import memory
 
-    monkeypatch.setattr(run, "available_memory", lambda device: 2**30)
+    monkeypatch.setattr(memory, "available_memory", lambda device: 2**30)
     big = ["dataset=digits", "arch.width=20000"]
     with pytest.raises(SparsepropError, match="GiB"):
         cli.check(big)
     cli.check([*big, "hydra/launcher=slurm"])  # checked by each job where it runs
-    with pytest.raises(SparsepropError, match="GiB"):  # ... which validates again when it starts
-        checks.validate(_compose(big))
+    with pytest.raises(SparsepropError, match="GiB"):  # ... which checks its memory when it starts
+        checks.check_memory_here(_compose(big))
+    monkeypatch.setattr(memory, "available_memory", lambda device: 2**40)
+    cli.check(big)
