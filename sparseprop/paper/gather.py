@@ -44,9 +44,9 @@ def gather(sweep_dir: str | Path, out_dir: str | Path, masks: bool = False) -> p
     for name, status in zip(runs["run"], runs["status"]):
         run_dir = sweep_dir / name
         try:
-            if (run_dir / "metrics.csv").is_file() and (run_dir / "metrics.csv").stat().st_size > 1:
-                metrics.append(records.read_csv(run_dir / "metrics.csv").assign(run=name))
-            if masks and status == "completed" and (run_dir / "checkpoint.pt").is_file():
+            if (run_dir / records.METRICS).is_file() and (run_dir / records.METRICS).stat().st_size > 1:
+                metrics.append(records.read_csv(run_dir / records.METRICS).assign(run=name))
+            if masks and status == "completed" and (run_dir / records.CHECKPOINT).is_file():
                 from sparseprop.runner.checkpoint import load_run
 
                 for param, mask in load_run(run_dir).masks.items():

@@ -39,7 +39,7 @@ def data_problem(exp: Experiment) -> str:
 def _finished(run_dir: Path) -> bool:
     """Whether a job has ended, well or not (COMPLETE, or a summary that says it failed)."""
     try:
-        return records.is_complete(run_dir) or records.read_summary(run_dir / "summary.json")["status"] == "failed"
+        return records.is_complete(run_dir) or records.read_summary(run_dir / records.SUMMARY)["status"] == "failed"
     except (OSError, ValueError, SparsepropError):
         return False
 

@@ -53,7 +53,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     except Exception as exc:  # noqa: BLE001 - it loaded, but is not a checkpoint of a network sparseprop can build
         raise records.DamagedRecord(path, exc) from None
     model.to(device).eval()
-    summary_path = Path(run_dir) / "summary.json"
+    summary_path = Path(run_dir) / records.SUMMARY
     summary: dict[str, Any] = {}
     if summary_path.is_file():
         try:

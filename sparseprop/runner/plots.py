@@ -169,7 +169,7 @@ def run_figures(run_dir: str | Path) -> list[Path]:
     """
     run_dir = Path(run_dir)
     written: list[Path] = []
-    metrics_path, layers_path = run_dir / "metrics.csv", run_dir / "layers.csv"
+    metrics_path, layers_path = run_dir / records.METRICS, run_dir / records.LAYERS
     if metrics_path.is_file():
         metrics = records.read_csv(metrics_path)
         if len(metrics):
@@ -178,11 +178,11 @@ def run_figures(run_dir: str | Path) -> list[Path]:
         layers = records.read_csv(layers_path)
         if len(layers):
             written += _drawn(layers_path, layer_kept, layers, run_dir / "layer_kept")
-    if (run_dir / "spectra.npz").is_file():
-        spectra = records.read_npz(run_dir / "spectra.npz")
+    if (run_dir / records.SPECTRA).is_file():
+        spectra = records.read_npz(run_dir / records.SPECTRA)
         if any(k.endswith("/io") for k in spectra):
-            written += _drawn(run_dir / "spectra.npz", jsv_histogram, spectra, run_dir / "jsv_histogram")
-    signal_path = run_dir / "signal.csv"
+            written += _drawn(run_dir / records.SPECTRA, jsv_histogram, spectra, run_dir / "jsv_histogram")
+    signal_path = run_dir / records.SIGNAL
     if signal_path.is_file():
         signal = records.read_csv(signal_path)
         if len(signal) and "stage" in signal.columns and "scope" in signal.columns:
@@ -192,7 +192,7 @@ def run_figures(run_dir: str | Path) -> list[Path]:
                 written += _drawn(signal_path, jsv_training, signal, run_dir / "jsv_training")
         elif len(signal):
             raise records.DamagedRecord(signal_path, ValueError("no stage and scope columns"))
-    isometry_path = run_dir / "isometry.csv"
+    isometry_path = run_dir / records.ISOMETRY
     if isometry_path.is_file():
         curve = records.read_csv(isometry_path)
         if len(curve):
@@ -222,7 +222,7 @@ def main(args: list[str]) -> None:
     opts = parser.parse_args(args)
     # Check every directory before drawing any: a typo fails at once, not after minutes of plotting.
     for run in opts.runs:
-        if not (Path(run) / "summary.json").is_file() and not (Path(run) / "metrics.csv").is_file():
+        if not (Path(run) / records.SUMMARY).is_file() and not (Path(run) / records.METRICS).is_file():
             raise SparsepropError(f"RUN_DIR={run} is not valid: it holds no run records (summary.json or metrics.csv)")
     failed = 0
     for run in opts.runs:

@@ -74,7 +74,7 @@ class Run(SignalStages):
         return out
 
     def write_progress(self, state: train.TrainState) -> None:
-        records.write_csv(self.out / "metrics.csv", state.metrics, columns=records.METRIC_COLUMNS)
+        records.write_csv(self.out / records.METRICS, state.metrics, columns=records.METRIC_COLUMNS)
         if state.evals:
             last = state.evals[-1]
             log.info("step %d: val error %.2f%%, test error %.2f%%, test loss %.4f", state.step,
@@ -100,8 +100,8 @@ class Run(SignalStages):
             "data_shape": {"in_shape": list(self.in_shape), "num_classes": self.num_classes},
             "rng": plain_rng(train.rng_state()),
         })
-        records.write_json(self.out / "summary.json", self.summary(state))
-        records.write_csv(self.out / "metrics.csv", state.metrics, columns=records.METRIC_COLUMNS)
+        records.write_json(self.out / records.SUMMARY, self.summary(state))
+        records.write_csv(self.out / records.METRICS, state.metrics, columns=records.METRIC_COLUMNS)
 
     # ---- the line ------------------------------------------------------------------------------
 
@@ -127,7 +127,7 @@ class Run(SignalStages):
         for row in self.layers:
             if row["kind"] == "weight" and row["kept"] == 0:
                 self.warn(f"{row['name']} lost all its weights: no signal passes this layer")
-        records.write_csv(self.out / "layers.csv", self.layers)
+        records.write_csv(self.out / records.LAYERS, self.layers)
         self.stage_hook("pruned")
         self.apply_isometry()
 
@@ -141,12 +141,12 @@ class Run(SignalStages):
             return
         self.extra["isometry_time_s"] = time.time() - t
         self.extra.update(ai_objective_before=result["total_before"], ai_objective_after=result["total_after"])
-        records.write_csv(self.out / "isometry.csv", [{"step": st, "objective": v} for st, v in result["curve"]])
+        records.write_csv(self.out / records.ISOMETRY, [{"step": st, "objective": v} for st, v in result["curve"]])
         for row in self.layers:
             if row["name"] in result["layers"]:
                 i = result["layers"].index(row["name"])
                 row.update(ai_objective_before=result["objective_before"][i], ai_objective_after=result["objective_after"][i])
-        records.write_csv(self.out / "layers.csv", self.layers)
+        records.write_csv(self.out / records.LAYERS, self.layers)
         self.stage_hook("isometry")
 
     def warn(self, message: str) -> None:
@@ -187,7 +187,7 @@ class Run(SignalStages):
         self.checkpoint(state)
         self.finish(state)
         summary = self.summary(state)
-        records.write_json(self.out / "summary.json", summary)
+        records.write_json(self.out / records.SUMMARY, summary)
         # A diverged run is finished too: run again, it would diverge at the same step, so sweeps skip it.
         if state.status in ("completed", "diverged"):
             records.mark_complete(self.out)
@@ -198,7 +198,7 @@ class Run(SignalStages):
 
         A checkpoint that does not load or does not fit is renamed aside (never deleted), and ``notes`` says so.
         """
-        spectra = self.out / "spectra.npz"
+        spectra = self.out / records.SPECTRA
         if spectra.is_file() and any((self.out / n).is_file() for n in (CHECKPOINT, records.PREVIOUS_CHECKPOINT)):
             try:
                 self.spectra = records.read_npz(spectra)

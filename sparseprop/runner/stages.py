@@ -52,7 +52,7 @@ class SignalStages:
         self.extra.update(propagation.headline(self.signal_rows))
         self.write_signal()
         if m.raw:
-            records.write_npz(self.out / "spectra.npz", self.spectra)
+            records.write_npz(self.out / records.SPECTRA, self.spectra)
 
     def track_signal(self, step: int) -> None:
         """During training: input–output and weight spectra every ``signal.every`` steps (statistics only)."""
@@ -65,4 +65,4 @@ class SignalStages:
             self.write_signal()
 
     def write_signal(self) -> None:
-        records.write_csv(self.out / "signal.csv", self.signal_rows, columns=propagation.SIGNAL_COLUMNS)
+        records.write_csv(self.out / records.SIGNAL, self.signal_rows, columns=propagation.SIGNAL_COLUMNS)
