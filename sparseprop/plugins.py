@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -23,16 +22,26 @@ ENV = "SPARSEPROP_PLUGINS"
 
 
 def _import_file(path: Path) -> None:
-    name = f"sparseprop_plugin_{path.parent.name}_{path.stem}"
-    if name in sys.modules:
+    """Import ``path`` as the top-level module named by its stem, its folder put on ``sys.path``.
+
+    A plain importable name matters: a launcher's worker process unpickles the job's config, whose
+    nodes name the plugin's option classes by module, and it inherits ``sys.path``.
+    """
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.append(folder)
+    existing = sys.modules.get(path.stem)
+    if existing is not None:
+        if Path(getattr(existing, "__file__", "") or "").resolve() != path:
+            raise SparsepropError(f"{ENV}: the plugin module {path} is named {path.stem!r} like the module "
+                                  f"{getattr(existing, '__file__', path.stem)}; rename the plugin file")
         return
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        importlib.import_module(path.stem)
+    except SparsepropError:
+        raise
     except Exception as exc:
-        del sys.modules[name]
+        sys.modules.pop(path.stem, None)
         raise SparsepropError(f"{ENV}: the plugin module {path} failed to import: {type(exc).__name__}: {exc}") from None
 
 

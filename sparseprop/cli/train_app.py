@@ -26,6 +26,9 @@ from sparseprop.config import CONF_DIR
 from sparseprop.errors import SparsepropError
 
 log = logging.getLogger("sparseprop")
+# Every option (plugins' included) is registered when this module is imported: a launcher's worker process
+# imports it to unpickle the job's task, before the job's config, whose nodes are the options' schemas.
+plugins.load()
 
 
 def record_failure(out: Path, reason: str, error_type: str) -> None:
@@ -134,7 +137,6 @@ def read_only_job(out: Path, cfg: DictConfig, single: bool) -> dict:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def task(cfg: DictConfig) -> dict:
     """Run one job in its Hydra output directory, holding its lock; in a sweep a failing job is recorded, not raised."""
-    plugins.load()  # a launcher's worker process registers the plugins' options too
     for key in checks.drop_foreign_settings(cfg):
         log.info("%s is set for the jobs of this sweep whose option has it; this job's does not", key)
     hc = HydraConfig.get()
@@ -270,7 +272,6 @@ def main() -> None:
     # A log line that cannot be written (full disk) is dropped, not printed as a traceback; the error that
     # stops the run still reaches stderr as one line.
     logging.raiseExceptions = False
-    plugins.load()  # the options' schemas must be in Hydra's ConfigStore before it composes
     task()
     if sweep.last_report is not None and sweep.last_report.unfinished:
         sys.exit(UNFINISHED_EXIT)
