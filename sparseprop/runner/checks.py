@@ -240,6 +240,7 @@ def check_sizes(cfg: DictConfig, chosen: dict[str, Options], memory_here: bool =
         pruner.options.check_split(sizes[score_name][0], score_name)
     shape = data.SHAPES[ds.name]
     net = memory.network(cfg, shape)
+    inits.check(net.model, cfg.init.name)  # an init that cannot draw some layer of this network, from shapes alone
     m = net.prunable if pruner.options.include_bias else net.prunable_weights
     if pruner.options.sparsity > 0 and pruning.kept_count(m, pruner.options.sparsity) == 0:
         most = 1 - 0.5 / m  # round((1 - s)·m) >= 1 exactly when (1 - s)·m >= 0.5
