@@ -126,10 +126,14 @@ def traced_activations(model: nn.Module, in_shape: tuple[int, ...]) -> int:
 
     leaves = [m for m in model.modules() if not list(m.children())]
     hooks = [m.register_forward_hook(count) for m in leaves]
+    # In evaluation mode: BatchNorm in training mode refuses a batch of one example (the sizes are the same).
+    was_training = model.training
+    model.eval()
     try:
         with torch.no_grad():
             model(torch.empty(1, *in_shape, device="meta"))
     finally:
+        model.train(was_training)
         for h in hooks:
             h.remove()
     return total

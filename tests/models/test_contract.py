@@ -78,3 +78,12 @@ def test_mlp_counts_its_activations_as_a_traced_forward_pass_does():
         model = models.MLP(64, [16, 16], 10, models.build_activation("tanh"), in_shape=(1, 8, 8))
     assert models.activations_per_example(model, (1, 8, 8)) == 2 * 2 * 16 + 10
     assert models.traced_activations(model, (1, 8, 8)) == 2 * 2 * 16 + 10
+
+
+def test_a_traced_count_takes_a_batchnorm_net_in_training_mode_and_leaves_it_so():
+    # BatchNorm1d refuses a one-example batch in training mode; the count is the same in either mode.
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 3))
+    assert model.training
+    assert models.traced_activations(model, (6,)) == 4 + 4 + 4 + 3
+    assert model.training and all(m.training for m in model.modules())
