@@ -29,7 +29,9 @@ SHAPES["cifar10"] = DatasetShape(50_000, 10_000, (3, 32, 32), 10)
 class _BatchUnpickler(pickle.Unpickler):
     """Unpickles a CIFAR batch (a dict of bytes, lists and numpy arrays) and nothing that could run code."""
 
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    # numpy.core is the module name in the official (Python 2) pickles, numpy._core numpy 2's own;
+    # _codecs.encode is how Python 3's protocol 2 writes bytes.
+    _ALLOWED = {("_codecs", "encode"), ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                 ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
                 ("numpy._core.multiarray", "scalar")}
 
