@@ -48,8 +48,8 @@ def test_translate_moves_content_by_the_drawn_offset_and_fills_zeros():
                 if 0 <= r - dy < h and 0 <= s - dx < w:
                     expected[:, r, s] = x[i, :, r - dy, s - dx]
         assert torch.equal(out[i], expected)
-    # Every offset in [-4, 4] occurs on both axes among 64 images (each has probability 1/9).
-    assert set(d[0].tolist()) == set(range(-4, 5)) or len(set(d.flatten().tolist())) == 9
+    # Every offset in [-4, 4] occurs among the 128 draws (each has probability 1/9).
+    assert set(d.flatten().tolist()) == set(range(-4, 5))
 
 
 def test_crop_pad_with_zero_sides_is_the_identity_and_pad_one_side_crop_the_other_is_a_shift():

@@ -157,3 +157,18 @@ def test_wrong_image_count_is_one_line(tiny_cifar, monkeypatch):
 def test_declared_shape_gives_the_papers_split():
     assert data.split_sizes("cifar10", 0.1) == (45_000, 5_000, 10_000)
     assert data.split_sizes("tiny_imagenet", 0.1) == (90_000, 10_000, 10_000)
+
+
+def test_moved_splits_keep_their_augmentation(tiny_cifar):
+    splits = data.load("cifar10", str(tiny_cifar[0]), download=False)
+    assert splits.augment is not None and splits.to("cpu").augment is splits.augment
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_splits_give_augmented_batches_on_the_device(tiny_cifar):
+    splits = data.load("cifar10", str(tiny_cifar[0]), device="cuda", download=False)
+    idx = torch.arange(16, device="cuda")
+    x, y = splits.train_batch(idx, torch.Generator(device="cuda").manual_seed(0))
+    assert x.device.type == "cuda" and x.shape == (16, 3, 32, 32) and torch.equal(y, splits.y_train[:16])
+    again, _ = splits.train_batch(idx, torch.Generator(device="cuda").manual_seed(0))
+    assert torch.equal(x, again)
