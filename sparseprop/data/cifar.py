@@ -6,6 +6,7 @@ import io
 import os
 import pickle
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,13 @@ _FOLDER = "cifar-10-batches-py"
 _TRAIN, _TEST = tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch"
 
 SHAPES["cifar10"] = DatasetShape(50_000, 10_000, (3, 32, 32), 10)
+
+
+@dataclass
+class Cifar10Options(ImageDatasetOptions):
+    """CIFAR-10's options: those of every colour dataset, and whether torchvision may download the archive."""
+
+    download: bool = True
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -88,7 +96,7 @@ def _missing(archive: Path, why: str) -> str:
             f"or set SPARSEPROP_DATA / dataset.root to the folder that has it")
 
 
-@DATASETS.register("cifar10", schema=ImageDatasetOptions)
+@DATASETS.register("cifar10", schema=Cifar10Options)
 def cifar10(root: str, download: bool = True, val_fraction: float = 0.1, split_seed: int = 0, standardise: str = "all",
             augment: str = "some_of", **_: object) -> Splits:
     """CIFAR-10: 45,000 / 5,000 / 10,000 with the default 10% validation split, standardised per channel."""

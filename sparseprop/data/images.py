@@ -7,19 +7,21 @@ from dataclasses import dataclass
 import torch
 
 from sparseprop.data.augment import AUGMENT_MODES, Augmentation, Augmenter
-from sparseprop.data.base import STANDARDISE, Splits, hold_out
-from sparseprop.data.idx import FileDatasetOptions
+from sparseprop.data.base import STANDARDISE, DatasetOptions, Splits, hold_out
 from sparseprop.errors import ConfigError
 
 
 @dataclass
-class ImageDatasetOptions(FileDatasetOptions):
-    """A colour image dataset: standardised per channel, its training batches augmented as ``augment`` says."""
+class ImageDatasetOptions(DatasetOptions):
+    """A colour image dataset read under the data root, its training batches augmented as ``augment`` says."""
 
+    root: str = "${oc.env:SPARSEPROP_DATA,./data}"
     augment: str = "some_of"
 
     def check(self) -> None:
         super().check()
+        if not str(self.root).strip():
+            self.refuse("root", "a folder path (the data root)")
         if self.augment not in AUGMENT_MODES:
             self.refuse("augment", f"choose one of {', '.join(AUGMENT_MODES)}")
 

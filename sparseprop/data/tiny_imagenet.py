@@ -108,8 +108,8 @@ def read_tiny_imagenet(folder: str | os.PathLike, cache: str | os.PathLike | Non
     return tuple(torch.from_numpy(a) for a in arrays)
 
 
-def locate_tiny_imagenet(root: str | os.PathLike, download: bool = True) -> Path:
-    """``root/tiny-imagenet-200`` when it has the official layout (there is no download)."""
+def locate_tiny_imagenet(root: str | os.PathLike, download: bool = False) -> Path:
+    """``root/tiny-imagenet-200`` when it has the official layout (there is no download: ``download`` is ignored)."""
     folder = Path(root) / FOLDER
     needed = [folder / "wnids.txt", folder / "train", folder / "val" / "val_annotations.txt", folder / "val" / "images"]
     missing = [p for p in needed if not p.exists()]
@@ -120,11 +120,11 @@ def locate_tiny_imagenet(root: str | os.PathLike, download: bool = True) -> Path
 
 
 @DATASETS.register("tiny_imagenet", schema=TinyImageNetOptions)
-def tiny_imagenet(root: str, download: bool = True, val_fraction: float = 0.1, split_seed: int = 0,
+def tiny_imagenet(root: str, val_fraction: float = 0.1, split_seed: int = 0,
                   standardise: str = "all", augment: str = "some_of", channel_order: str = "rgb",
                   **_: object) -> Splits:
     """Tiny-ImageNet: 90,000 / 10,000 / 10,000 (the official validation images as test), standardised per channel."""
-    folder = locate_tiny_imagenet(root, download)
+    folder = locate_tiny_imagenet(root)
     try:
         x_tr, y_tr, x_te, y_te = read_tiny_imagenet(folder)
     except (OSError, ValueError, KeyError) as exc:
