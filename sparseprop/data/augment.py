@@ -149,13 +149,15 @@ class Augmentation:
         active = some_of_active(n, k, generator, x.device)
         drawn = [aug.draw(n, generator, active[:, j]) for j, aug in enumerate(self.augmenters)]
         order = torch.rand(k, generator=generator, device=x.device).argsort()
+        # The drawn order as one number, sum order[i]·k^i, compared on the device with each candidate's
+        # (a tensor made from a Python list would be a host-to-device copy, which synchronises).
+        code = (order * k ** torch.arange(k, device=x.device)).sum()
         out = x
         for i, perm in enumerate(permutations(range(k))):
             y = x
             for j in perm:
                 y = self.augmenters[j].apply(y, drawn[j])
-            chosen = (order == torch.tensor(perm, device=x.device)).all()
-            out = y if i == 0 else torch.where(chosen, y, out)
+            out = y if i == 0 else torch.where(code == sum(p * k ** m for m, p in enumerate(perm)), y, out)
         return out
 
     def __repr__(self) -> str:
