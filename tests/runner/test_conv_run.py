@@ -1,14 +1,18 @@
 """A whole run of a conv + BatchNorm net: the BatchNorm mode recorded, masks exact, the options of the CPU path."""
 
+import os
+
 import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from sparseprop import config, records
 from sparseprop.errors import SparsepropError
 from sparseprop.models.base import set_norm_mode
 from sparseprop.runner import run as run_module
+from sparseprop.runner.setup import configure_backends
 from sparseprop.cli import main as cli
 from tests.conftest import TinyConvBN
 
@@ -71,3 +75,16 @@ def test_bad_batchnorm_and_device_options_are_one_line(overrides, key):
 def test_batch_statistics_with_batches_that_fit_are_accepted():
     cli.check(["dataset=digits", "batchnorm=batch", "prune.batch_size=100"])
     cli.check(["dataset=digits", "batchnorm=batch", "prune.batch_size=3", "prune.batches=10"])
+
+
+def test_deterministic_mode_is_set_and_unset_per_run(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        configure_backends(OmegaConf.create({"deterministic": True}), torch.device("cpu"))
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.benchmark is False
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        # The next run in the same process (a basic sweep) gets the default back.
+        configure_backends(OmegaConf.create({"deterministic": False}), torch.device("cpu"))
+    assert not torch.are_deterministic_algorithms_enabled()
