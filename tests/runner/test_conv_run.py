@@ -51,6 +51,14 @@ def test_a_conv_bn_run_records_its_batchnorm_mode_and_keeps_masks_exact(tmp_path
     assert (sig.scope == "network").any()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_a_conv_bn_run_on_cuda_with_every_speed_option(tmp_path, monkeypatch):
+    summary = conv_run(tmp_path, monkeypatch, ["device=cuda", "train.amp=true", "train.channels_last=true",
+                                                "batchnorm=batch"])
+    assert summary["status"] == "completed" and summary["device"].startswith("cuda")
+    assert summary["pruned_nonzero"] == 0 and summary["batchnorm"] == "batch"
+
+
 def test_an_mlp_run_records_no_batchnorm_mode(tmp_path):
     with initialize_config_dir(config_dir=str(config.CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*SMALL, "arch.depth=3", "arch.width=16", "train.iterations=5"])
