@@ -192,11 +192,11 @@ def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torc
                 for group in optimizer.param_groups:
                     group["lr"] = lr
             idx = sampler.next()
-            xb = batch_of(idx, sampler.augment) if batch_of is not None else x[idx]
+            xb, yb = batch_of(idx, sampler.augment) if batch_of is not None else (x[idx], y[idx])
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with precision:
-                loss = F.cross_entropy(model(xb), y[idx])
+                loss = F.cross_entropy(model(xb), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if masked:
