@@ -88,8 +88,8 @@ def test_one_conv_bn_step_with_weight_decay_matches_the_l2_objective():
 
 
 class AugmentedSplits(Splits):
-    """Splits whose training batches come from ``train_batch``: here the batch reversed left to right and scaled,
-    with one random sign per batch drawn from the generator the loop passes."""
+    """Splits whose training batches come from ``train_batch`` (images and labels, as ``data.Splits`` gives them):
+    here the images reversed left to right and scaled, with one random sign per batch drawn from the loop's generator."""
 
     def __init__(self, base, calls):
         super().__init__(**vars(base))
@@ -98,7 +98,7 @@ class AugmentedSplits(Splits):
     def train_batch(self, idx, generator):
         sign = 1.0 - 2.0 * torch.randint(0, 2, (), generator=generator, device=idx.device).to(self.x_train.dtype)
         self.calls.append((idx.clone(), generator, float(sign)))
-        return sign * 2.0 * self.x_train[idx].flip(-1)
+        return sign * 2.0 * self.x_train[idx].flip(-1), self.y_train[idx]
 
 
 def test_the_loop_takes_its_batches_from_train_batch_with_the_samplers_augmentation_generator():
