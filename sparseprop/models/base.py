@@ -127,7 +127,8 @@ def traced_activations(model: nn.Module, in_shape: tuple[int, ...]) -> int:
     leaves = [m for m in model.modules() if not list(m.children())]
     hooks = [m.register_forward_hook(count) for m in leaves]
     try:
-        with torch.no_grad():
+        # In the measuring mode: BatchNorm in training mode refuses a batch of one example.
+        with torch.no_grad(), measuring(model):
             model(torch.empty(1, *in_shape, device="meta"))
     finally:
         for h in hooks:
