@@ -1,4 +1,13 @@
-"""The dataset contract: DATASETS, the declared shapes, the Splits every loader returns, and their normalisation."""
+"""The dataset contract: DATASETS, the declared shapes, the Splits every loader returns, and their normalisation.
+
+The training loop takes its batches through ``Splits.train_batch(idx, generator) -> (x, y)``: the
+standardised training images ``x_train[idx]`` with their labels, augmented when the dataset is
+configured to be (``augment`` is then a callable ``(x, generator) -> x``, see ``data.augment``).
+``idx`` and ``generator`` live on the splits' device; the generator is only drawn from when there
+is augmentation, so a dataset without it gives exactly ``(x_train[idx], y_train[idx])``.
+Evaluation, scoring and signal measurements read ``x_train``, ``x_val`` and ``x_test`` directly:
+whole standardised float32 tensors, never augmented.
+"""
 
 from __future__ import annotations
 
@@ -78,6 +87,16 @@ class Splits:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+
+    def train_batch(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardised training images ``idx`` and their labels, augmented (with ``generator``) when configured."""
+        x, y = self.x_train[idx], self.y_train[idx]
+        if self.augment is not None:
+            if generator is None:
+                raise ValueError(f"dataset={self.name} augments its batches: train_batch needs a generator")
+            x = self.augment(x, generator)
+        return x, y
 
     @property
     def in_shape(self) -> tuple[int, ...]:
