@@ -7,7 +7,7 @@ ARGS   ?=
 PROFILE ?= quick
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-full test-slow bench reproduce-figures figures clean
+.PHONY: help install train test test-full test-slow bench bench-gpu reproduce-figures figures clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -34,8 +34,12 @@ test-full: $(STAMP)  ## every test, slow ones included
 
 bench: $(STAMP)  ## benchmarks: our code against reference implementations, as ratios
 	$(BIN)/python scripts/bench_train.py $(ARGS)
+	$(BIN)/python scripts/bench_conv.py $(ARGS)
 	$(BIN)/python scripts/bench_signal.py $(ARGS)
 	$(BIN)/python scripts/bench_sweep.py $(ARGS)
+
+bench-gpu: $(STAMP)  ## CUDA: training images/s against a bare loop (fp32, bf16 + channels-last), then the CUDA tests
+	$(BIN)/python scripts/bench_gpu.py $(ARGS)
 
 reproduce-figures: $(STAMP)  ## run the paper's MNIST experiments (PROFILE=quick|paper), collect, draw
 	$(BIN)/python scripts/reproduce.py --profile $(PROFILE) $(ARGS)

@@ -38,6 +38,8 @@ class TrainConf:
     log_interval: int = 100
     best_of_last: int = 5
     shuffle_seed: int = 0
+    amp: bool = False
+    channels_last: bool = False
 
 
 @dataclass
@@ -61,7 +63,9 @@ class Config:
     train: TrainConf = field(default_factory=TrainConf)
     signal: SignalConf = field(default_factory=SignalConf)
     seed: int = 0
+    batchnorm: str = "running"
     device: str = "auto"
+    deterministic: bool = False
     threads: int = 0
     progress: Any = "auto"
     resume: bool = True

@@ -8,9 +8,11 @@ through this contract, never by scanning for layer types of their own:
   them, signal measures their spectra and approximate isometry orthogonalises them.
 - ``prunable_parameters(include_bias)``: the tensors a mask may cover: every weight layer's weight
   and, if asked, its bias, by parameter name, in that order. Normalisation parameters never are.
-- ``NORM_MODE``: how BatchNorm (and any layer that behaves differently while training) is treated
-  while scoring for pruning and measuring signal: ``"running"``, evaluation mode with the running
-  statistics, so each example's result depends on that example alone. ``measuring(model)`` applies it.
+- ``NORM_MODE``: how BatchNorm is treated while scoring for pruning and measuring signal:
+  ``"running"`` (the default, the authors'), evaluation mode with the running statistics, so each
+  example's result depends on that example alone; or ``"batch"``, evaluation mode except that
+  BatchNorm normalises with the statistics of the batch it is given and leaves its running buffers
+  untouched. A run chooses it with ``set_norm_mode``; ``measuring(model)`` applies it.
 - ``in_shape`` and ``num_outputs``: the shape of one input example and the number of logits.
 - ``activations_per_example()``: the values one example's forward pass produces (for memory sizing).
 
@@ -32,7 +34,7 @@ ARCHS: Registry[Callable[..., nn.Module]] = Registry("arch", group="arch")
 
 # The layer types whose weights a network built from torch's standard layers exposes by default.
 STANDARD_WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-NORM_MODES = ("running",)
+NORM_MODES = ("running", "batch")
 
 
 def standard_weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -91,17 +93,43 @@ def _param_name(module_name: str, param: str) -> str:
     return f"{module_name}.{param}" if module_name else param
 
 
-@contextmanager
-def measuring(model: nn.Module) -> Iterator[nn.Module]:
-    """The model as it is scored and measured (``NORM_MODE`` ``running``: evaluation mode); its mode restored after."""
+def norm_mode(model: nn.Module) -> str:
+    """How ``model``'s BatchNorm is treated while scoring and measuring (``NORM_MODE``, ``running`` if unstated)."""
     mode = getattr(model, "NORM_MODE", "running")
     if mode not in NORM_MODES:
         raise ValueError(f"{type(model).__name__}.NORM_MODE={mode!r}: choose one of {', '.join(NORM_MODES)}")
+    return mode
+
+
+def set_norm_mode(model: nn.Module, mode: str) -> None:
+    """Make ``mode`` (one of ``NORM_MODES``) the way this network's BatchNorm is treated while scoring and measuring."""
+    if mode not in NORM_MODES:
+        raise ValueError(f"BatchNorm mode {mode!r}: choose one of {', '.join(NORM_MODES)}")
+    model.NORM_MODE = mode
+
+
+def batch_norms(model: nn.Module) -> list[nn.Module]:
+    """The BatchNorm layers of ``model`` that keep running statistics: those the mode changes."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@contextmanager
+def measuring(model: nn.Module) -> Iterator[nn.Module]:
+    """The model as it is scored and measured (evaluation mode; BatchNorm as ``NORM_MODE`` says); its mode restored after."""
+    mode = norm_mode(model)
     was_training = model.training
     model.eval()
+    # In evaluation mode a BatchNorm layer without running buffers normalises with the batch's own
+    # statistics and has nothing to update, so taking the buffers away for the block is the batch
+    # mode, with the running statistics (and num_batches_tracked) exactly as they were afterwards.
+    saved = [(bn, bn.running_mean, bn.running_var) for bn in batch_norms(model)] if mode == "batch" else []
+    for bn, _, _ in saved:
+        bn.running_mean, bn.running_var = None, None
     try:
         yield model
     finally:
+        for bn, mean, var in saved:
+            bn.running_mean, bn.running_var = mean, var
         model.train(was_training)
 
 
@@ -126,11 +154,18 @@ def traced_activations(model: nn.Module, in_shape: tuple[int, ...]) -> int:
 
     leaves = [m for m in model.modules() if not list(m.children())]
     hooks = [m.register_forward_hook(count) for m in leaves]
+    # On the device the parameters live on: the meta device for a network laid out there, else one real example.
+    first = next(model.parameters(), None)
+    device, dtype = (first.device, first.dtype) if first is not None else (torch.device("meta"), torch.float32)
+    was_training = model.training
     try:
-        # In the measuring mode: BatchNorm in training mode refuses a batch of one example.
-        with torch.no_grad(), measuring(model):
-            model(torch.empty(1, *in_shape, device="meta"))
+        # In evaluation mode with the running statistics: BatchNorm in training (or batch) mode refuses a batch
+        # of one example, and a real pass must not move the running statistics.
+        with torch.no_grad():
+            model.eval()
+            model(torch.zeros(1, *in_shape, device=device, dtype=dtype))
     finally:
+        model.train(was_training)
         for h in hooks:
             h.remove()
     return total

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparseprop import models
+from sparseprop.models.base import activations_per_example, measuring, norm_mode
 from sparseprop.errors import ConfigError, NoSignalError
 
 TARGETS = ("labels", "uniform", "self_hard", "self_soft")
@@ -54,6 +54,16 @@ OBJECTIVES: dict[str, Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor,
 # orthogonal MLP-3/5/7s of E5); a loss whose gradient cancels exactly stays below 1 (see the tests).
 SIGNAL_FACTOR = 100.0
 
+# With running statistics the scoring batches are put through the network in chunks of at most
+# SCORING_CHUNK examples, fewer where a chunk's float32 activations and their gradients would exceed SCORING_BYTES.
+SCORING_CHUNK = 10_000
+SCORING_BYTES = 512 * 2**20
+
+
+def scoring_chunk(per_example: int) -> int:
+    """Examples per scoring pass of a network with ``per_example`` activations per example."""
+    return max(1, min(SCORING_CHUNK, SCORING_BYTES // (8 * max(1, per_example))))
+
 
 def _objective(logits: torch.Tensor, y: torch.Tensor, target: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example scoring loss (cross-entropy against labels or a label-free target) and its gradient's term sizes."""
@@ -74,36 +84,45 @@ def batch_indices(n: int, batch_size: int, batches: int | None, generator: torch
 
 
 def connection_sensitivity(model: nn.Module, params: dict[str, nn.Parameter], x: torch.Tensor, y: torch.Tensor,
-                           batches: list[torch.Tensor], target: str = "labels", chunk: int = 10_000) -> dict[str, torch.Tensor]:
+                           batches: list[torch.Tensor], target: str = "labels", chunk: int | None = None) -> dict[str, torch.Tensor]:
     """g_j = w_j · Σ_b ∂L_b/∂w_j summed over ``batches`` (L_b the batch-mean loss), in evaluation mode."""
     return sensitivity_and_scale(model, params, x, y, batches, target, chunk)[0]
 
 
 def sensitivity_and_scale(model: nn.Module, params: dict[str, nn.Parameter], x: torch.Tensor, y: torch.Tensor,
                           batches: list[torch.Tensor], target: str = "labels",
-                          chunk: int = 10_000) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                          chunk: int | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(connection sensitivity g_j as above, the same with the logit gradient replaced by the size of its terms).
 
-    Because the model is in evaluation mode (``models.measuring``) every example is independent, so the sum of batch means is
-    computed in large chunks by weighting each example with 1/|its batch|: the same number, far
-    fewer passes. The second result is the scale against which ``check_signal`` judges rounding.
+    BatchNorm is treated as the model's ``NORM_MODE`` says (``models.base.measuring``). With running
+    statistics every example is independent, so the sum of batch means is computed in large chunks
+    by weighting each example with 1/|its batch|: the same number, far fewer passes. With batch
+    statistics an example's output depends on the batch it is in, so each scoring batch is its own
+    pass. ``chunk`` (None: ``scoring_chunk``) is the examples per pass with running statistics. The
+    second result is the scale against which ``check_signal`` judges rounding.
     """
-    with models.measuring(model):  # BatchNorm as the model's contract says scoring treats it
-        return _sensitivity_and_scale(model, params, x, y, batches, target, chunk)
+    if chunk is None:
+        chunk = scoring_chunk(activations_per_example(model, tuple(x.shape[1:])))
+    with measuring(model):
+        per_batch = norm_mode(model) == "batch"
+        return _sensitivity_and_scale(model, params, x, y, batches, target, chunk, per_batch)
 
 
 def _sensitivity_and_scale(model: nn.Module, params: dict[str, nn.Parameter], x: torch.Tensor, y: torch.Tensor,
-                           batches: list[torch.Tensor], target: str,
-                           chunk: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                           batches: list[torch.Tensor], target: str, chunk: int,
+                           per_batch: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     idx = torch.cat(batches)
     weights = torch.cat([torch.full((len(b),), 1.0 / len(b), dtype=torch.float64) for b in batches]).to(x.device, x.dtype)
     idx = idx.to(x.device)
     grads = {k: torch.zeros_like(p) for k, p in params.items()}
     scale = {k: torch.zeros_like(p) for k, p in params.items()}
     names, tensors = list(params), list(params.values())
-    for start in range(0, len(idx), chunk):
-        sel = idx[start:start + chunk]
-        w = weights[start:start + chunk]
+    # The forward passes: slices of the concatenated batches, ``chunk`` examples each, or one per batch.
+    pass_sizes = [len(b) for b in batches] if per_batch else [chunk] * (-(-len(idx) // chunk))
+    start = 0
+    for size in pass_sizes:
+        sel, w = idx[start:start + size], weights[start:start + size]
+        start += size
         logits = model(x[sel])
         per_example, sizes = _objective(logits, y[sel], target)
         for k, g in zip(names, torch.autograd.grad((per_example * w).sum(), tensors, retain_graph=True)):

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sparseprop import config, data, inits, isometry, models, pruning, train
 from sparseprop.errors import ConfigError
+from sparseprop.models.base import NORM_MODES
 from sparseprop.registry import Options, Registry
 from sparseprop.runner import memory, rng, setup
 
@@ -129,6 +130,8 @@ def _check_root(cfg: DictConfig) -> None:
     train.SCHEDULES.get(cfg.train.schedule, "train.schedule")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ConfigError("device", cfg.device, "choose one of auto, cpu, cuda")
+    if cfg.batchnorm not in NORM_MODES:
+        raise ConfigError("batchnorm", cfg.batchnorm, f"choose one of {', '.join(NORM_MODES)}")
     # iterations=0 is a prune-only run (masks and spectra, no training), as the paper's mask figures need.
     _integer(cfg, "train.iterations", minimum=0, maximum=config.MAX_STEPS)
     for key in ("train.batch_size", "train.eval_interval", "train.checkpoint_interval", "train.log_interval",
@@ -238,6 +241,7 @@ def check_sizes(cfg: DictConfig, chosen: dict[str, Options], memory_here: bool =
             raise ConfigError("signal.layer_examples", cfg.signal.layer_examples, f"at most {n_train:,}: {where}")
     if pruner.uses_data:
         pruner.options.check_split(sizes[score_name][0], score_name)
+        _check_batch_statistics(cfg, pruner.options, sizes[score_name][0])
     shape = data.SHAPES[ds.name]
     net = memory.network(cfg, shape)
     m = net.prunable if pruner.options.include_bias else net.prunable_weights
@@ -247,6 +251,18 @@ def check_sizes(cfg: DictConfig, chosen: dict[str, Options], memory_here: bool =
                                           f"use s < {most:.6g}")
     if memory_here:
         memory.check_memory(cfg, net.model, shape, sizes[ds.name])
+
+
+def _check_batch_statistics(cfg: DictConfig, options: Options, n_score: int) -> None:
+    """With ``batchnorm=batch`` every scoring batch needs two examples: one example has no batch statistics."""
+    size = getattr(options, "batch_size", None)
+    if cfg.batchnorm != "batch" or not isinstance(size, int):
+        return
+    if size < 2:
+        options.refuse("batch_size", "at least 2 with batchnorm=batch (BatchNorm needs two examples for batch statistics)")
+    if n_score % size == 1 and str(getattr(options, "batches", "all")).strip().lower() == "all":
+        options.refuse("batch_size", f"a size that does not leave a last scoring batch of 1 of the {n_score:,} "
+                                     "training examples with batchnorm=batch (one example has no batch statistics)")
 
 
 def check_memory_here(cfg: DictConfig) -> None:

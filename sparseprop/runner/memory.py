@@ -11,15 +11,15 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sparseprop import data, pruning
+from sparseprop import data, pruning, train
 from sparseprop.errors import ConfigError, SparsepropError
 from sparseprop.runner import setup
 from sparseprop.models.base import activations_per_example
+from sparseprop.pruning.scoring import scoring_chunk
 from sparseprop.signal.jacobians import signal_memory
 
-# Evaluation and SNIP scoring go through the network this many examples at a time (train.evaluate,
-# pruning.connection_sensitivity).
-EVAL_CHUNK = 10_000
+# Evaluation goes through the network at most this many examples at a time (fewer for large networks).
+EVAL_CHUNK = train.EVAL_CHUNK
 
 
 def memory_estimate(cfg: DictConfig, model: torch.nn.Module, shape: data.DatasetShape,
@@ -36,9 +36,11 @@ def memory_estimate(cfg: DictConfig, model: torch.nn.Module, shape: data.Dataset
     in_features = math.prod(shape.in_shape)
     per_example = activations_per_example(model, shape.in_shape)
     n_train = sizes[0]
-    scored = pruning.make_pruner(cfg.prune).scored_examples(n_train)
-    batch = max(2 * cfg.train.batch_size, 2 * min(EVAL_CHUNK, scored),
-                min(EVAL_CHUNK, max(sizes)))
+    pruner = pruning.make_pruner(cfg.prune)
+    scored = pruner.scored_examples(n_train)
+    # SNIP scores in chunks with running statistics, one batch at a time with batch statistics.
+    per_pass = pruner.options.batch_size if cfg.get("batchnorm") == "batch" and scored else scoring_chunk(per_example)
+    batch = max(2 * cfg.train.batch_size, 2 * min(per_pass, scored), min(train.eval_chunk(per_example), max(sizes)))
     out = {"model": 4 * 6 * params, "data": 4 * 2 * sum(sizes) * in_features, "activations": 4 * per_example * batch,
            "signal": 0}
     if cfg.signal.stages or cfg.signal.every:

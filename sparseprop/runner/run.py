@@ -18,11 +18,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sparseprop import data, inits, isometry, pruning, records, train
-from sparseprop.models.base import activations_per_example, traced_activations
+from sparseprop.models.base import activations_per_example, batch_norms, traced_activations
 from sparseprop.runner.layers import SALIENCY_QUANTILES, layer_table
 from sparseprop.runner.memory import EVAL_CHUNK, available_memory, memory_estimate
 from sparseprop.runner.rng import GENERATOR_SEEDS, SEED_MULTIPLIER, STREAMS, numpy_rng, plain_rng, seed_range, stream
-from sparseprop.runner.setup import build, library_versions, load_splits, meta_model, resolve_device, scoring_dataset
+from sparseprop.runner.setup import (build, configure_backends, library_versions, load_splits, meta_model, resolve_device,
+                                     scoring_dataset)
 from sparseprop.runner.stages import SignalStages
 
 # Re-exported: what callers read from the run module (the config checks, tests).
@@ -43,6 +44,7 @@ class Run(SignalStages):
         self.device = resolve_device(cfg.device)
         if cfg.threads > 0:
             torch.set_num_threads(int(cfg.threads))
+        configure_backends(cfg, self.device)
         self.warnings: list[str] = []
         self.extra: dict[str, Any] = {}
         self.layers: list[dict[str, Any]] = []
@@ -114,6 +116,8 @@ class Run(SignalStages):
         self.model = model.to(self.device)
         pruner = pruning.make_pruner(cfg.prune)
         self.params = pruning.prunable_parameters(self.model, pruner.options.include_bias)
+        if batch_norms(self.model):
+            self.extra["batchnorm"] = cfg.batchnorm  # how SNIP's scoring treated BatchNorm (recorded where there is one)
         self.stage_hook("init")
         t = time.time()
         scoring = pruning.ScoringData(score.x_train, score.y_train) if pruner.uses_data else None

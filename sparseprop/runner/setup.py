@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from types import SimpleNamespace
 from typing import Any
@@ -11,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sparseprop import __version__, data, models
 from sparseprop.errors import DataError
+from sparseprop.models.base import set_norm_mode
 
 
 def resolve_device(name: str) -> torch.device:
@@ -24,7 +26,21 @@ def build(cfg: DictConfig, splits: Any) -> torch.nn.Module:
     """The configured network for inputs of ``splits.in_shape`` and ``splits.num_classes`` (CPU, not initialised)."""
     act = models.build_activation(cfg.activation.name, **models.ACTIVATIONS.options(cfg.activation).settings())
     opts = models.ARCHS.options(cfg.arch).settings()
-    return models.build_model(cfg.arch.name, splits.in_shape, splits.num_classes, act, **opts)
+    model = models.build_model(cfg.arch.name, splits.in_shape, splits.num_classes, act, **opts)
+    # How its BatchNorm layers are treated while SNIP scores (the contract's NORM_MODE).
+    set_norm_mode(model, cfg.get("batchnorm", "running"))
+    return model
+
+
+def configure_backends(cfg: DictConfig, device: torch.device) -> None:
+    """Deterministic algorithms when ``deterministic=true``; otherwise, on CUDA, cuDNN picks the fastest convolutions."""
+    deterministic = bool(cfg.get("deterministic", False))
+    if deterministic:
+        # cuBLAS is deterministic only with a fixed workspace; it reads this when it first starts.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # Set both ways: these are process-wide, and the jobs of a basic sweep share one process.
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
 
 
 def meta_model(cfg: DictConfig, shape: data.DatasetShape) -> torch.nn.Module:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from omegaconf import DictConfig
 
 from sparseprop import data, records
+from sparseprop.models.base import norm_mode, set_norm_mode
 from sparseprop.signal import measure as propagation
 
 
@@ -43,7 +45,8 @@ class SignalStages:
         if stage not in self.cfg.signal.stages:
             return
         t = time.time()
-        m = propagation.measure(self.model, self.x_io, self.x_layer, stage, step)
+        with running_statistics(self.model):
+            m = propagation.measure(self.model, self.x_io, self.x_layer, stage, step)
         self.extra[f"signal_{stage}_time_s"] = time.time() - t
         for w in m.warnings:
             self.warn(w)
@@ -58,7 +61,8 @@ class SignalStages:
         """During training: input–output and weight spectra every ``signal.every`` steps (statistics only)."""
         every = self.cfg.signal.every
         if every and step % every == 0:
-            m = propagation.measure(self.model, self.x_io, None, "train", step, keep_raw=False)
+            with running_statistics(self.model):
+                m = propagation.measure(self.model, self.x_io, None, "train", step, keep_raw=False)
             for w in m.warnings:
                 self.warn(w)
             self.signal_rows += m.rows
@@ -66,3 +70,19 @@ class SignalStages:
 
     def write_signal(self) -> None:
         records.write_csv(self.out / records.SIGNAL, self.signal_rows, columns=propagation.SIGNAL_COLUMNS)
+
+
+@contextmanager
+def running_statistics(model: torch.nn.Module) -> Iterator[None]:
+    """Signal is measured with BatchNorm's running statistics whatever ``batchnorm`` says for scoring.
+
+    A Jacobian spectrum is a per-example quantity: with batch statistics an example's logits would
+    depend on the other examples measured with it, and the per-example passes of the generic
+    Jacobian path would normalise each example by its own statistics instead of a batch's.
+    """
+    mode = norm_mode(model)
+    set_norm_mode(model, "running")
+    try:
+        yield
+    finally:
+        set_norm_mode(model, mode)

@@ -8,6 +8,8 @@ from sparseprop.train.loop import (
     divergence_reason,
     evaluate,
     fit,
+    EVAL_CHUNK,
+    eval_chunk,
     masked_tensors,
     record_evaluation,
     summarise_evals,
@@ -24,7 +26,7 @@ from sparseprop.train.optim import (
 )
 from sparseprop.train.rng import rng_state, set_rng_state
 
-__all__ = ["DIVERGENCE_FACTOR", "OPTIMIZERS", "SCHEDULES", "BatchSampler", "TrainState", "check_schedule",
+__all__ = ["DIVERGENCE_FACTOR", "EVAL_CHUNK", "eval_chunk", "OPTIMIZERS", "SCHEDULES", "BatchSampler", "TrainState", "check_schedule",
            "constant_lr", "cosine_lr", "divergence_limit", "divergence_reason", "evaluate", "fit", "l2_term",
            "make_optimizer", "masked_tensors", "piecewise_lr", "record_evaluation", "rng_state", "set_rng_state",
            "summarise_evals"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -10,15 +11,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparseprop.models.base import activations_per_example
 from sparseprop.train.optim import SCHEDULES, l2_term
 
 
 class BatchSampler:
-    """Shuffles the training split once per epoch with its own generator; its state can be saved and restored."""
+    """Shuffles the training split once per epoch with its own generator; its state can be saved and restored.
+
+    ``augment`` is a second generator, on the data's device, for data sets that draw random
+    augmentations per batch (``Splits.train_batch``), so the batch order does not depend on them.
+    """
 
     def __init__(self, n: int, batch_size: int, seed: int, device: torch.device) -> None:
         self.n, self.batch_size, self.device = n, batch_size, device
         self.generator = torch.Generator().manual_seed(seed)
+        self.augment = torch.Generator(device=device).manual_seed(seed ^ 1)
         self.perm = torch.randperm(n, generator=self.generator).to(device)
         self.pos = 0
 
@@ -32,10 +39,13 @@ class BatchSampler:
         return idx
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "perm": self.perm.cpu(), "pos": self.pos}
+        return {"generator": self.generator.get_state(), "perm": self.perm.cpu(), "pos": self.pos,
+                "augment": self.augment.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+        if "augment" in state:  # checkpoints of runs made before augmentation existed have none, and need none
+            self.augment.set_state(state["augment"])
         self.perm, self.pos = state["perm"].to(self.device), int(state["pos"])
 
 
@@ -97,11 +107,29 @@ def divergence_reason(mean_loss: float, step: int, limit: float) -> str | None:
 
 
 def masked_tensors(params: dict[str, nn.Parameter], masks: dict[str, torch.Tensor] | None) -> tuple[list, list]:
-    """Parallel lists (masked parameters, float masks) for fused in-place masking."""
+    """Parallel lists (masked parameters, float masks in the parameters' dtype and memory layout) for fused in-place masking."""
     if not masks:
         return [], []
     names = list(masks)
-    return [params[k] for k in names], [masks[k].to(params[k].dtype) for k in names]
+    return [params[k] for k in names], [torch.empty_like(params[k]).copy_(masks[k]) for k in names]
+
+
+# Bytes of activations one evaluation pass may hold: chunks of the evaluated split are sized by it.
+EVAL_BYTES = 512 * 2**20
+EVAL_CHUNK = 10_000
+
+
+def eval_chunk(per_example: int) -> int:
+    """Examples per evaluation pass of a network with ``per_example`` activations: at most ``EVAL_CHUNK``, fewer
+    where a pass's float32 activations would exceed ``EVAL_BYTES``."""
+    return max(1, min(EVAL_CHUNK, EVAL_BYTES // (4 * max(1, per_example))))
+
+
+def train_precision(cfg: Any, device: torch.device) -> Any:
+    """The context of the training forward pass: bfloat16 autocast with ``amp``, else nothing."""
+    if cfg.get("amp", False):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def summarise_evals(evals: list[dict[str, float]], best_of_last: int) -> dict[str, float]:
@@ -127,8 +155,11 @@ def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torc
     """Train from ``state.step`` to ``cfg.iterations``, keeping pruned entries exactly zero; returns the final state.
 
     Pruned entries stay zero whatever the optimiser: their gradients are zeroed before every
-    step, so no momentum or decay term can build up, and the weights are masked again after it.
-    The loss is only read back (a device sync) every ``log_interval`` steps.
+    step, so no momentum or decay term can build up, and the weights are masked again after it,
+    in the parameters' own float32 (``amp`` casts only inside the forward pass). The loss is only
+    read back (a device sync) at the first step and every ``log_interval`` steps. Data sets whose
+    splits have ``train_batch(idx, generator)`` (standardised, possibly augmented batches) are
+    batched through it; the others by indexing their in-memory training split.
     """
     from tqdm.auto import tqdm
 
@@ -137,8 +168,14 @@ def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torc
     schedule = SCHEDULES.get(cfg.schedule, "train.schedule")
     sched_args = dict(lr=cfg.lr, boundaries=list(cfg.boundaries), values=list(cfg["values"]), iterations=cfg.iterations)
     constant = cfg.schedule == "constant"
-    masked, fmasks = masked_tensors(params, masks)
     x, y = splits.x_train, splits.y_train
+    channels_last = bool(cfg.get("channels_last", False)) and x.dim() == 4
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    masked, fmasks = masked_tensors(params, masks)
+    batch_of = getattr(splits, "train_batch", None)
+    precision = train_precision(cfg, x.device)
+    chunk = eval_chunk(activations_per_example(model, tuple(getattr(splits, "in_shape", None) or x.shape[1:])))
     # Plain ints: reading a config node in the loop costs more than the arithmetic it guards.
     iterations, log_every, eval_every, ckpt_every = (int(cfg.iterations), int(cfg.log_interval),
                                                      int(cfg.eval_interval), int(cfg.checkpoint_interval))
@@ -155,7 +192,11 @@ def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torc
                 for group in optimizer.param_groups:
                     group["lr"] = lr
             idx = sampler.next()
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            xb = batch_of(idx, sampler.augment) if batch_of is not None else x[idx]
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with precision:
+                loss = F.cross_entropy(model(xb), y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if masked:
@@ -186,7 +227,7 @@ def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torc
                     state.status, state.reason = "diverged", reason
                     break
             if step % eval_every == 0 or step == iterations:
-                record_evaluation(model, splits, state)
+                record_evaluation(model, splits, state, chunk)
                 on_eval(state)
             if on_step is not None:
                 on_step(step)
@@ -200,11 +241,11 @@ def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torc
     return state
 
 
-def record_evaluation(model: nn.Module, splits: Any, state: TrainState) -> None:
-    """Evaluate on validation and test splits and append the results to ``state``."""
+def record_evaluation(model: nn.Module, splits: Any, state: TrainState, chunk: int = EVAL_CHUNK) -> None:
+    """Evaluate on the whole validation and test splits, ``chunk`` examples a pass, and append the results to ``state``."""
     entry: dict[str, float] = {"step": state.step}
     for split in ("val", "test"):
-        res = evaluate(model, getattr(splits, f"x_{split}"), getattr(splits, f"y_{split}"))
+        res = evaluate(model, getattr(splits, f"x_{split}"), getattr(splits, f"y_{split}"), chunk)
         for name, value in res.items():
             state.metrics.append({"step": state.step, "split": split, "name": name, "value": value})
             entry[f"{split}_{name}"] = value

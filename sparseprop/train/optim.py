@@ -72,6 +72,11 @@ def make_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
 @torch.no_grad()
 def l2_term(optimizer: torch.optim.Optimizer) -> float:
     """The L2 term l2·Σ(c⊙w)² of the current weights: weight decay 2·l2 is its gradient, so l2 = decay / 2."""
-    # Pruned entries are exactly zero, so the plain sum of squares is the masked one.
-    return sum(0.5 * group["weight_decay"] * sum(float(p.double().square().sum()) for p in group["params"])
-               for group in optimizer.param_groups)
+    # Pruned entries are exactly zero, so the plain sum of squares is the masked one. The per-tensor sums
+    # are read back from the device together (one synchronisation, not one per tensor) and added in order.
+    return sum(0.5 * group["weight_decay"] * sum(_squares(group["params"])) for group in optimizer.param_groups)
+
+
+def _squares(params: list[torch.Tensor]) -> list[float]:
+    """Σ p² of each tensor in float64, as Python floats."""
+    return torch.stack([p.detach().double().square().sum() for p in params]).tolist() if params else []
