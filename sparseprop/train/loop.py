@@ -193,6 +193,8 @@ def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torc
                     group["lr"] = lr
             idx = sampler.next()
             xb = batch_of(idx, sampler.augment) if batch_of is not None else x[idx]
+            if isinstance(xb, tuple):  # Splits.train_batch gives (images, labels)
+                xb = xb[0]
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with precision:
