@@ -10,36 +10,14 @@ from sparseprop.paper.judge import FAILS, HOLDS, SKIPPED, UNSURE
 from sparseprop.paper.plan import compose, make_plan
 from sparseprop.paper.profiles import PROFILES
 from sparseprop.runner.plots import plt
+from tests.paper.synthetic import E4_ERRORS as ERRORS, E4_JSV as JSV, E4_METHODS as METHODS, e4 as synthetic_e4
 from tests.paper.test_figures import assert_readable, bars
-
-METHODS = {"vs_l": ("vs_l", "none"), "vs_g": ("vs_g", "none"), "vs_h": ("vs_h", "none"), "ldi": ("orthogonal", "none"),
-           "ldi_ai": ("orthogonal", "ai")}
-# Test error by method (the seeds add 0, +0.1, -0.1) and JSV mean after pruning (LDI-AI: after AI).
-ERRORS = {"vs_l": 12.0, "vs_g": 10.0, "vs_h": 11.0, "ldi": 8.0, "ldi_ai": 7.0}
-JSV = {"vs_l": 0.2, "vs_g": 0.3, "vs_h": 0.4, "ldi": 0.5, "ldi_ai": 0.95}
 
 
 @pytest.fixture(autouse=True)
 def _close():
     yield
     plt.close("all")
-
-
-def synthetic_e4(errors=ERRORS, nets=(("lenet5", None), ("resnet", 8)), seeds=(0, 1, 2)):
-    """Collected E4 runs with known errors and JSV per method, the same for every network (ResNet: +1 pp)."""
-    rows = []
-    for (arch, depth), (method, (init, iso)), seed in ((n, m, s) for n in nets for m in METHODS.items() for s in seeds):
-        err = errors[method] + (0.0, 0.1, -0.1)[seed] + (1.0 if arch == "resnet" else 0.0)
-        row = {"run": f"{arch}-{method}-{seed}", "status": "completed", "dataset": "fashion_mnist", "arch": arch,
-               "depth": depth, "activation": "relu", "init": init, "prune": "snip", "isometry": iso, "seed": seed,
-               "sparsity_target": 0.9, "best_val_test_error_pct": err, "final_test_error_pct": err + 0.5,
-               "best_last_test_error_pct": err - 0.5, "jsv_init_mean": 1.0,
-               "jsv_pruned_mean": 0.5 if iso == "ai" else JSV[method], "jsv_pruned_condition": 10.0,
-               "ldi_residual_pruned": 3.0}
-        if iso == "ai":
-            row["jsv_isometry_mean"] = JSV[method]
-        rows.append(row)
-    return {"runs": pd.DataFrame(rows), "layers": pd.DataFrame(), "metrics": pd.DataFrame(), "masks": {}}
 
 
 def test_method_group_sets_init_and_isometry_together():
