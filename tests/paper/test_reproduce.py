@@ -40,7 +40,7 @@ def test_paper_settings_live_in_the_experiment_files(name):
         assert cfg.signal.examples == "all"
     if name == "e3_isometry":  # the paper's AI: 10,000 steps
         assert plans.compose([f"experiment={name}", "isometry=ai"]).isometry.steps == 10_000
-    assert experiment.get(name).profiles["paper"] == []
+    assert experiment.get(name).profiles["paper"] == (["arch.depth=8"] if name == "e4_conv" else [])
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))

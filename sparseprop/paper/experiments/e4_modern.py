@@ -92,7 +92,8 @@ CONV = register(Experiment(
     id="e4_conv",
     title="E4 (CPU-sized): VS-L/G/H, LDI and LDI-AI at 90% on LeNet-5 and ResNet-8, Fashion-MNIST",
     order=4,
-    profiles={"quick": [*QUICK_CONV, *QUICK_AI, "seed=0,1"], "paper": []},
+    # ResNet's depth is a command-line setting in every profile: a sweep file may not set a key one of its archs lacks.
+    profiles={"quick": ["arch.depth=8", *QUICK_CONV, *QUICK_AI, "seed=0,1"], "paper": ["arch.depth=8"]},
     data=("fashion_mnist",),
     figures=(Figure("e4_conv", e4_figure),),
     tables=(Table("e4_conv", ("network", "method"), TABLE_METRICS),),
