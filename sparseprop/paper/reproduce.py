@@ -217,7 +217,7 @@ def main(args: list[str] | None = None) -> None:
     gpu = [p.experiment for p in plans if get(p.experiment).only and get(p.experiment).runs_under(profile.name)]
     if gpu:
         print(f"  {', '.join(gpu)}: GPU jobs; their estimates are for this CPU, from each network's multiply-adds "
-              "against the measured MLP step (a lower bound here; a GPU takes a small fraction of it)")
+              "against the measured MLP step (a lower bound on a CPU; no GPU estimate is made)")
     status["estimate_s"] = wall_estimate(plans, costs, opts.jobs)
     if opts.dry_run:
         return
