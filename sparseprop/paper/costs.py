@@ -75,26 +75,87 @@ def _training_examples(dataset: str) -> int:
     return {"digits": 1294}.get(dataset, 54_000)
 
 
+# Multiply-adds of one MLP-7 (width 100) example, the network the costs are measured on.
+MLP7_MACS = 784 * 100 + 5 * 100 * 100 + 100 * 10
+
+
+def network_macs(cfg: Any) -> tuple[int, int]:
+    """(multiply-adds of one example's forward pass, prunable weights) of the configured network, from its meta layout."""
+    import torch
+    from torch import nn
+
+    from sparseprop import data
+    from sparseprop.runner import setup
+
+    shape = data.SHAPES[cfg.dataset.name]
+    model = setup.meta_model(cfg, shape).eval()
+    total = 0
+
+    def count(module: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += out[0].numel() * (module.in_channels // module.groups) * kh * kw
+        elif isinstance(module, nn.Linear):
+            total += module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, *shape.in_shape, device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    return total, weights
+
+
 def run_cost(cfg: Any, costs: Costs) -> float:
-    """Estimated seconds of one run with config ``cfg`` (an MLP; other archs are scaled by nothing)."""
-    depth, width = int(cfg.arch.get("depth", 7)), int(cfg.arch.get("width", 100))
-    # Everything costly is matrix products over the weights, so it scales with the parameter count.
-    scale = (784 * width + (depth - 2) * width * width + 10 * width) / (784 * 100 + 5 * 100 * 100 + 1000)
+    """Estimated seconds of one run with config ``cfg`` on this machine's CPU (one thread).
+
+    Everything costly is products over the weights: an MLP's costs scale with its parameter count, another
+    network's with its multiply-adds per example (against MLP-7's), and AI with its weights. Convolutions
+    run fewer multiply-adds a second than matrix products on a CPU, so for conv nets this is a lower bound.
+    """
     n = _training_examples(cfg.dataset.name)
+    if cfg.arch.name in ("mlp", "lenet300"):
+        depth, width = int(cfg.arch.get("depth", 7)), int(cfg.arch.get("width", 100))
+        scale = (784 * width + (depth - 2) * width * width + 10 * width) / MLP7_MACS
+        ai_scale, classes, batch, snip_batch = scale, 10, 100, 100
+    else:
+        macs, weights = network_macs(cfg)
+        scale, ai_scale = macs / MLP7_MACS, weights / MLP7_MACS
+        classes, batch, snip_batch = _classes(cfg.dataset.name), int(cfg.train.batch_size), int(cfg.prune.get("batch_size", 100))
+        n = _split_size(cfg, n)
     its = int(cfg.train.iterations)
-    total = its * costs.train_step + (its // cfg.train.eval_interval + 1) * 16_000 * costs.eval_example
+    test = 10_000 + (n // 9 if n > 50_000 else 6_000)  # validation and test examples per evaluation
+    total = its * costs.train_step * batch / 100 + (its // cfg.train.eval_interval + 1) * test * costs.eval_example
     if cfg.prune.name == "snip":
         batches = n // cfg.prune.batch_size if str(cfg.prune.batches) == "all" else int(cfg.prune.batches)
-        total += batches * costs.snip_batch
-    if cfg.isometry.name == "ai":
-        total += int(cfg.isometry.steps) * costs.ai_step
+        total += batches * costs.snip_batch * snip_batch / 100
     stages = [s for s in cfg.signal.stages if s != "isometry" or cfg.isometry.name != "none"]
     io = n if str(cfg.signal.examples) == "all" else min(n, int(cfg.signal.examples))
-    layer = min(n, int(cfg.signal.layer_examples))
-    total += len(stages) * (io * costs.io_example + layer * costs.layer_example)
-    return scale * total + costs.per_run
+    layer = min(n, int(cfg.signal.layer_examples)) if cfg.arch.name in ("mlp", "lenet300") else 0
+    total += len(stages) * (io * costs.io_example * classes / 10 + layer * costs.layer_example)
+    ai = int(cfg.isometry.steps) * costs.ai_step * ai_scale if cfg.isometry.name == "ai" else 0.0
+    return scale * total + ai + costs.per_run
+
+
+def _classes(dataset: str) -> int:
+    from sparseprop import data
+
+    shape = data.SHAPES.get(dataset)
+    return shape.num_classes if shape is not None else 10
+
+
+def _split_size(cfg: Any, default: int) -> int:
+    from sparseprop import data
+
+    sizes = data.split_sizes(cfg.dataset.name, float(cfg.dataset.val_fraction))
+    return sizes[0] if sizes is not None else default
 
 
 # Keys whose values change what a run costs; jobs that agree on them share one composed config.
-COST_KEYS = ("prune", "isometry", "arch.depth", "arch.width", "dataset", "train.iterations", "isometry.steps",
-              "signal.stages", "signal.examples", "signal.layer_examples", "prune.batches", "train.eval_interval")
+COST_KEYS = ("prune", "isometry", "arch", "method", "arch.depth", "arch.width", "dataset", "train.iterations",
+             "isometry.steps", "signal.stages", "signal.examples", "signal.layer_examples", "prune.batches",
+             "train.eval_interval")

@@ -58,6 +58,12 @@ class Experiment:
     sweep: bool = True
     # Where its figures come in the report, if not at ``order``.
     figure_order: float | None = None
+    # The profiles it runs under (empty: every profile); under another it is skipped with the reason.
+    only: tuple[str, ...] = ()
+
+    def runs_under(self, profile: str) -> bool:
+        """Whether this experiment's sweep runs under ``profile``."""
+        return self.sweep and (not self.only or profile in self.only)
 
     def overrides(self, profile: str) -> list[str]:
         """The overrides of this experiment's sweep under ``profile``, after ``experiment=<id>``."""

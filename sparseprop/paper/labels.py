@@ -14,6 +14,10 @@ TARGET_LABELS = {"labels": "labels", "uniform": "uniform 1/C", "self_hard": "own
 PRUNE_LABELS = {"snip": "SNIP", "random": "random"}
 # The methods of E3 and the sparsity sweep, in the order they are drawn.
 METHODS = ("VS-L", "VS-L + AI", "LDI", "LDI-AI")
+# The paper's five methods of E4 (conf/method/), in the order they are drawn.
+E4_METHODS = ("VS-L", "VS-G", "VS-H", "LDI", "LDI-AI")
+ARCH_LABELS = {"lenet5": "LeNet-5", "lenet300": "LeNet-300-100", "vgg_c": "VGG-C", "resnet32": "ResNet-32",
+               "resnet56": "ResNet-56", "resnet110": "ResNet-110", "wrn16": "WRN-16"}
 
 
 def init_reading(init: str, scale: Any = None) -> str:
@@ -42,9 +46,19 @@ def method_label(init: str, prune: str = "snip", isometry: str = "none") -> str:
     return f"{base} + AI" if isometry == "ai" else base
 
 
+def network_label(arch: str, depth: Any = None) -> str:
+    """A network by its paper name: "LeNet-5", "ResNet-8" (``arch=resnet`` names its depth), "MLP-7"."""
+    if arch in ("resnet", "mlp") and depth is not None and not pd.isna(depth):
+        return f"{'ResNet' if arch == 'resnet' else 'MLP'}-{int(float(depth))}"
+    return ARCH_LABELS.get(arch, arch)
+
+
 def with_method(runs: pd.DataFrame) -> pd.DataFrame:
-    """``runs`` with a ``method`` column (VS-L, LDI, LDI-AI, ...)."""
+    """``runs`` with a ``method`` column (VS-L, LDI, LDI-AI, ...) and, where the arch is recorded, ``network``."""
     runs = runs.copy()
     if not runs.empty:
         runs["method"] = [method_label(i, p, s) for i, p, s in zip(runs["init"], runs["prune"], runs["isometry"])]
+        if "arch" in runs:
+            depths = runs["depth"] if "depth" in runs else pd.Series(None, index=runs.index, dtype=object)
+            runs["network"] = [network_label(a, d) for a, d in zip(runs["arch"], depths)]
     return runs

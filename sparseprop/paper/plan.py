@@ -112,6 +112,10 @@ def wall_estimate(plans: list[Plan], costs: Costs, n_jobs: int) -> float:
 
 def minutes(seconds: float) -> str:
     """``seconds`` as a short human duration."""
+    if seconds >= 2 * 86_400:
+        return f"{seconds / 86_400:.1f} days"
+    if seconds >= 2 * 3_600:
+        return f"{seconds / 3_600:.1f} h"
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
@@ -122,12 +126,14 @@ def print_plan(plans: list[Plan], profile: Profile, costs: Costs, n_jobs: int) -
           f"{costs.snip_batch * 1e3:.1f} ms, AI step {costs.ai_step * 1e3:.1f} ms, JSV {costs.io_example * 1e3:.2f} ms "
           f"per example (input-output), {costs.layer_example * 1e3:.2f} ms (layerwise)")
     for p in plans:
+        todo = p.todo
         if p.skip_reason:
             print(f"  {p.experiment:<15} skipped: {p.skip_reason}")
-            continue
-        todo = p.todo
+            if not any(j.cost_s for j in p.jobs):
+                continue
         print(f"  {p.experiment:<15} {len(p.jobs):>4} runs, {len(p.jobs) - len(todo):>4} already complete, "
-              f"about {minutes(sum(j.cost_s for j in todo) / n_jobs)}  -> {p.sweep_dir}")
+              f"about {minutes(sum(j.cost_s for j in todo) / n_jobs)}{' (not in the total)' if p.skip_reason else ''}"
+              f"  -> {p.sweep_dir}")
         print(f"  {'':<15} {' '.join(p.overrides)}")
     print(f"  estimated time: {minutes(wall_estimate(plans, costs, n_jobs))} with {n_jobs} parallel jobs "
           "(longer if other processes share the cores)")

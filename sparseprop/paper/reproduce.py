@@ -23,17 +23,24 @@ from sparseprop.paper.plan import (OUTPUTS, Plan, collected_dir, estimate, exper
 from sparseprop.paper.profiles import PROFILES, Profile
 
 
-def data_problem(exp: Experiment) -> str:
-    """Why the data an experiment needs cannot be had (one line), or '' when it can."""
+def data_problem(exp: Experiment, download: bool = True) -> str:
+    """Why the data an experiment needs cannot be had (one line), or '' when it can (``download``: fetch what is missing)."""
     from sparseprop import data
     from sparseprop.errors import DataError
 
     for name in exp.data:
         try:
-            data.check_available(name, data.default_root(), download=True)
+            data.check_available(name, data.default_root(), download=download)
         except DataError as exc:
             return str(exc)
     return ""
+
+
+def skip_reason(exp: Experiment, profile: Profile, dry_run: bool = False) -> str:
+    """Why ``exp`` does not run under ``profile`` (its profiles, its data; a dry run downloads nothing), or ''."""
+    if not exp.runs_under(profile.name):
+        return f"runs only under {' or '.join(f'PROFILE={p}' for p in exp.only)}"
+    return data_problem(exp, download=not dry_run)
 
 
 def _finished(run_dir: Path) -> bool:
@@ -200,12 +207,17 @@ def main(args: list[str] | None = None) -> None:
     plans = []
     for e in selected:
         plan = make_plan(get(e), profile, root)
-        plan.skip_reason = data_problem(get(e))
+        plan.skip_reason = skip_reason(get(e), profile, opts.dry_run)
         plans.append(plan)
     costs = calibrate()
     for plan in plans:
-        estimate(plan, costs)
+        if get(plan.experiment).runs_under(profile.name):  # estimated even without its data: the plan says what it would take
+            estimate(plan, costs)
     print_plan(plans, profile, costs, opts.jobs)
+    gpu = [p.experiment for p in plans if get(p.experiment).only and get(p.experiment).runs_under(profile.name)]
+    if gpu:
+        print(f"  {', '.join(gpu)}: GPU jobs; their estimates are for this CPU, from each network's multiply-adds "
+              "against the measured MLP step (a lower bound on a CPU; no GPU estimate is made)")
     status["estimate_s"] = wall_estimate(plans, costs, opts.jobs)
     if opts.dry_run:
         return
