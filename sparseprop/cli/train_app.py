@@ -46,7 +46,14 @@ def record_failure(out: Path, reason: str, error_type: str) -> None:
             except SparsepropError:
                 summary = {}
         summary.update(status="failed", reason=reason, error_type=error_type)
-        records.write_json(path, summary)
+        try:
+            records.write_json(path, summary)
+        except records.RecordsError:
+            if not path.is_file():
+                raise
+            # A full disk leaves no room for a temporary file: the stale summary's own blocks take the
+            # failure instead (not atomic, but a summary still saying "running" would hide it).
+            records.overwrite_json(path, summary)
     except (OSError, SparsepropError) as exc:
         log.error("could not record the failure: %s", exc)
 

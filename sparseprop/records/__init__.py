@@ -7,7 +7,7 @@ for one process (lock, temporaries, completion marker). This module gathers them
 from __future__ import annotations
 
 from sparseprop.records.files import (DamagedRecord, RecordsError, atomic_write_bytes, atomic_write_text,
-                                      check_regular, create_temporary, load_torch, os_error, read_csv, read_json,
+                                      check_regular, create_temporary, load_torch, os_error, overwrite_json, read_csv, read_json,
                                       read_npz, read_summary, save_torch, temporary_name, write_csv, write_json,
                                       write_npz)
 from sparseprop.records.names import (CHECKPOINT, COMPLETE, DATA_FILES, FIGURE_FORMATS, FIGURES, HYDRA_CONFIG,
@@ -20,7 +20,7 @@ from sparseprop.records.rundir import (RunBusy, clear_complete, is_complete, loc
 __all__ = [
     "DamagedRecord", "RecordsError", "RunBusy", "atomic_write_bytes", "atomic_write_text", "check_regular",
     "create_temporary", "load_torch", "os_error", "read_csv", "read_json", "read_npz", "read_summary", "save_torch",
-    "temporary_name", "write_csv", "write_json", "write_npz",
+    "overwrite_json", "temporary_name", "write_csv", "write_json", "write_npz",
     "CHECKPOINT", "COMPLETE", "DATA_FILES", "FIGURE_FORMATS", "FIGURES", "HYDRA_CONFIG", "HYDRA_DIR",
     "HYDRA_OVERRIDES", "HYDRA_SETTINGS", "ISOMETRY", "LAYERS", "LOCK", "LOG", "METRIC_COLUMNS", "METRICS",
     "PREVIOUS_CHECKPOINT", "SIGNAL", "SPECTRA", "SUMMARY", "SWEEP_CONFIG", "record_files",

@@ -102,6 +102,24 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
+def overwrite_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as JSON into the blocks of the existing file ``path``: no temporary, so not atomic.
+
+    For the one record that must still be written when the disk is full (a failed run's summary, which
+    must not go on saying "running"): truncating the old text frees the room the new one needs.
+    """
+    data = (json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n").encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "wb") as f:
+            f.truncate(0)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise os_error(path, exc) from None
+
+
 def check_regular(path: str | os.PathLike) -> None:
     """Refuse to read anything but a regular file: a named pipe in a record's place would block the reader for ever."""
     import stat

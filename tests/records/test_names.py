@@ -23,3 +23,24 @@ def test_the_package_re_exports_the_table():
     public = [n for n in vars(names) if n.isupper() or n == "record_files"]
     assert public and all(getattr(records, n) is getattr(names, n) for n in public)
     assert set(public) <= set(records.__all__)
+
+
+def test_overwrite_json_rewrites_the_file_in_place_and_refuses_a_link(tmp_path):
+    import json
+    import os
+
+    import pytest
+
+    from sparseprop import records
+
+    path = tmp_path / records.SUMMARY
+    path.write_text(json.dumps({"status": "running", "padding": "x" * 500}))
+    inode = path.stat().st_ino
+    records.overwrite_json(path, {"status": "failed", "reason": "disk full"})
+    assert json.loads(path.read_text()) == {"status": "failed", "reason": "disk full"}
+    assert path.stat().st_ino == inode  # the same file: no temporary, no rename
+    link = tmp_path / "link.json"
+    os.symlink(path, link)
+    with pytest.raises(records.RecordsError, match="cannot write"):
+        records.overwrite_json(link, {"status": "failed"})
+    assert json.loads(path.read_text())["reason"] == "disk full"
