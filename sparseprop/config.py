@@ -80,6 +80,12 @@ def register_schema() -> None:
 register_schema()
 
 
+def is_group_setting(key: str) -> bool:
+    """Whether an override key (``+`` / ``~`` prefixes aside) sets a config group option's setting (``prune.target``)."""
+    group, _, setting = key.lstrip("+~").partition(".")
+    return bool(setting) and group in GROUPS
+
+
 @functools.lru_cache(maxsize=1)
 def schema_dict() -> dict[str, Any]:
     """The root schema's keys and defaults as plain nested dicts (the config groups as ``???``), made once."""

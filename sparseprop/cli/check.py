@@ -6,7 +6,8 @@ import itertools
 import math
 import sys
 
-from sparseprop.cli.overrides import apply_override, compose_or_fail, group_setting, lacks_setting, one_line, refuse_foreign_setting
+from sparseprop.cli.overrides import apply_override, compose_or_fail, lacks_setting, one_line, refuse_foreign_setting
+from sparseprop.config import is_group_setting
 from sparseprop.errors import ConfigError, SparsepropError
 from sparseprop.sweeps.jobs import group_options, is_group, sweep_axes
 
@@ -50,7 +51,7 @@ def check(overrides: list[str], multirun: bool = True, config_name: str = "train
     for key, opts in axes.items():
         if len(opts) > 1 and key.lstrip("+~").startswith("hydra"):
             raise SparsepropError(f"{key}: Hydra's own settings cannot be swept; give one value")
-    plain = [opts[0].input_line for key, opts in axes.items() if len(opts) == 1 and not group_setting(key)]
+    plain = [opts[0].input_line for key, opts in axes.items() if len(opts) == 1 and not is_group_setting(key)]
     seen_data: set[tuple[str, str, bool]] = set()
     read: set[str] = set()
     unused: dict[str, tuple] = {}

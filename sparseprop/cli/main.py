@@ -9,9 +9,9 @@ from sparseprop.args import parse_train_args
 from sparseprop.cli.check import check
 from sparseprop.cli.overrides import apply_override, nest
 from sparseprop.errors import SparsepropError
-from sparseprop.sweeps.jobs import expand, is_group, parse as _parse  # noqa: F401 - re-exported for the tests
+from sparseprop.sweeps.jobs import parse as _parse
 
-__all__ = ["apply_override", "check", "check_args", "expand", "fail", "is_group", "main", "train_command"]
+__all__ = ["apply_override", "check", "check_args", "fail", "main", "train_command"]
 
 USAGE = """usage: sparseprop <command> [args]
 

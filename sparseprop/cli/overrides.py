@@ -69,14 +69,6 @@ def apply_override(cfg, o) -> None:
         OmegaConf.update(cfg, key, value, merge=True, force_add=o.is_add() or o.is_force_add())
 
 
-def group_setting(key: str) -> bool:
-    """Whether an override key sets a config group option's setting (``prune.target``), not a root key."""
-    from sparseprop.config import GROUPS
-
-    group, _, setting = key.lstrip("+~").partition(".")
-    return bool(setting) and group in GROUPS
-
-
 def lacks_setting(cfg, key: str) -> bool:
     """Whether ``key`` is a setting that the chosen option of its config group does not have."""
     try:

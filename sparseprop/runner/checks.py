@@ -36,11 +36,8 @@ def options(cfg: DictConfig) -> dict[str, Options]:
 def force_group_settings(overrides: list[str]) -> list[str]:
     """``overrides`` with each plain setting of a config group's option (``isometry.steps=2000``) as ``++``:
     added to the jobs whose option lacks it (which ``drop_foreign_settings`` then removes), set in the others."""
-    out = []
-    for o in overrides:
-        group, _, setting = o.partition("=")[0].partition(".")
-        out.append(f"++{o}" if setting and group in config.GROUPS else o)
-    return out
+    return [f"++{o}" if not o.startswith(("+", "~")) and config.is_group_setting(o.partition("=")[0]) else o
+            for o in overrides]
 
 
 def drop_foreign_settings(cfg: DictConfig) -> list[str]:

@@ -5,6 +5,7 @@ from hydra import compose, initialize_config_dir
 from sparseprop import config, data, inits, isometry, models, plugins, pruning
 from sparseprop.cli import main as cli
 from sparseprop.runner import checks
+from sparseprop.sweeps import jobs
 from sparseprop.errors import SparsepropError
 
 REGISTRIES = {
@@ -104,7 +105,7 @@ def test_corrupt_dataset(tmp_path):
 
 
 def test_expand_sweeps():
-    combos = cli.expand(["a=1,2", "b=x,y,z", "c=3"])
+    combos = jobs.expand(["a=1,2", "b=x,y,z", "c=3"])
     assert len(combos) == 6 and ["a=1", "b=x", "c=3"] in combos
 
 
@@ -401,7 +402,7 @@ def test_a_large_sweep_composes_once_per_choice_of_groups(monkeypatch):
     # a bad value in the very last job is still found
     with pytest.raises(SparsepropError, match="prune.sparsity=1.0"):
         cli.check([*sweep[:-2], "prune.sparsity=0.5,0.6,0.7,0.8,1.0", "train.lr=0.1,0.05"])
-    assert len(cli.expand(sweep[1:])) == 600
+    assert len(jobs.expand(sweep[1:])) == 600
 
 
 def test_an_experiments_own_sweep_is_checked():
@@ -420,10 +421,10 @@ def test_an_experiments_own_sweep_is_checked():
 def test_applied_value_overrides_equal_hydras_composition(overrides):
     from omegaconf import OmegaConf
 
-    groups = [o for o in overrides if cli.is_group(o.lstrip("+~").partition("=")[0])]
+    groups = [o for o in overrides if jobs.is_group(o.lstrip("+~").partition("=")[0])]
     values = [o for o in overrides if o not in groups]
     cfg = _compose(groups)
-    for o in cli._parse(values):
+    for o in jobs.parse(values):
         cli.apply_override(cfg, o)
     assert OmegaConf.to_container(cfg) == OmegaConf.to_container(_compose(overrides))
 
