@@ -45,7 +45,7 @@ class TrainConf:
 @dataclass
 class SignalConf:
     stages: list[str] = field(default_factory=lambda: ["init", "pruned", "isometry", "final"])
-    examples: Any = "all"
+    examples: Any = "auto"
     layer_examples: int = 200
     every: int = 0
 

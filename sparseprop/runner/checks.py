@@ -150,8 +150,8 @@ def _check_root(cfg: DictConfig) -> None:
     if cfg.train.nesterov and cfg.train.momentum == 0:
         raise ConfigError("train.momentum", cfg.train.momentum, "a number in (0, 1) with train.nesterov=true")
     ex = cfg.signal.examples
-    if ex != "all" and (isinstance(ex, bool) or not isinstance(ex, int) or ex < 1):
-        raise ConfigError("signal.examples", ex, "all or an integer >= 1")
+    if ex not in ("all", "auto") and (isinstance(ex, bool) or not isinstance(ex, int) or ex < 1):
+        raise ConfigError("signal.examples", ex, "auto, all or an integer >= 1")
     stages = list(cfg.signal.stages) if isinstance(cfg.signal.stages, (list, ListConfig)) else None
     if stages is None or any(s not in STAGES or stages.count(s) > 1 for s in stages):
         raise ConfigError("signal.stages", cfg.signal.stages if stages is None else stages,
@@ -232,8 +232,8 @@ def check_sizes(cfg: DictConfig, chosen: dict[str, Options], memory_here: bool =
     if cfg.train.batch_size > n_train:
         raise ConfigError("train.batch_size", cfg.train.batch_size, f"at most {n_train:,}: {where}")
     if cfg.signal.stages or cfg.signal.every:
-        if cfg.signal.examples != "all" and cfg.signal.examples > n_train:
-            raise ConfigError("signal.examples", cfg.signal.examples, f"all or at most {n_train:,}: {where}")
+        if cfg.signal.examples not in ("all", "auto") and cfg.signal.examples > n_train:
+            raise ConfigError("signal.examples", cfg.signal.examples, f"auto, all or at most {n_train:,}: {where}")
         if cfg.signal.layer_examples > n_train:
             raise ConfigError("signal.layer_examples", cfg.signal.layer_examples, f"at most {n_train:,}: {where}")
     if pruner.uses_data:

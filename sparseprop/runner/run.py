@@ -114,6 +114,7 @@ class Run(SignalStages):
         inits.initialise(model, cfg.init.name, generator=stream(cfg.seed, 0),
                          **inits.INITS.options(cfg.init).settings())
         self.model = model.to(self.device)
+        self.select_signal_examples(splits)
         pruner = pruning.make_pruner(cfg.prune)
         self.params = pruning.prunable_parameters(self.model, pruner.options.include_bias)
         if batch_norms(self.model):
@@ -164,12 +165,12 @@ class Run(SignalStages):
         records.clear_complete(self.out)
         splits, score = load_splits(cfg, self.device)
         self.in_shape, self.num_classes = splits.in_shape, splits.num_classes
-        self.select_signal_examples(splits)
         notes: list[str] = []
         state = self.resume(splits, notes) if cfg.resume else None
-        if state is None:
-            fresh_spectra = {k: v for k, v in self.spectra.items() if k.startswith("examples/")}
-            self.spectra, self.signal_rows, self.extra = fresh_spectra, [], {}
+        if state is not None:
+            self.select_signal_examples(splits)
+        else:
+            self.spectra, self.signal_rows, self.extra = {}, [], {}
             self.prepare(splits, score)
             state = train.TrainState()
             self.optimizer = train.make_optimizer(self.model, cfg.train)

@@ -30,15 +30,16 @@ class SignalStages:
     warn: Callable[[str], None]
 
     def select_signal_examples(self, splits: data.Splits) -> None:
-        """The training examples measured at every stage, if anything is measured."""
+        """The training examples measured at every stage, if anything is measured (once the model is built)."""
         cfg = self.cfg
         if cfg.signal.stages or cfg.signal.every:
             n = splits.x_train.shape[0]
-            io_idx = propagation.choose_examples(n, cfg.signal.examples)
+            io_idx = propagation.choose_examples(n, propagation.io_examples(cfg.signal.examples, self.model))
             layer_idx = propagation.choose_examples(n, cfg.signal.layer_examples)
             self.x_io, self.x_layer = splits.x_train[io_idx.to(self.device)], splits.x_train[layer_idx.to(self.device)]
             # Which training examples the raw spectra belong to, so they can be recomputed independently.
             self.spectra.update({"examples/io": io_idx.numpy(), "examples/layer": layer_idx.numpy()})
+            self.extra["signal_io_examples"] = int(io_idx.numel())
 
     def stage_hook(self, stage: str, step: int = 0) -> None:
         """Measure signal propagation at ``stage`` if asked to, and record it."""

@@ -11,13 +11,18 @@ import torch
 
 from sparseprop.errors import SparsepropError
 from sparseprop.models.base import measuring
-from sparseprop.signal.jacobians import io_singular_values, layer_singular_values
+from sparseprop.signal.jacobians import auto_io_examples, io_singular_values, layer_singular_values
 from sparseprop.signal.spectra import spectrum_stats
 from sparseprop.signal.weights import isometry_residual, weight_matrices, weight_singular_values
 
 SIGNAL_COLUMNS = ["stage", "step", "scope", "layer", "name", "examples", "count", "nonfinite", "mean", "std", "min",
                   "max", "condition", "q05", "q25", "q50", "q75", "q95", "median_example_condition", "residual"]
 HEADLINE = ("mean", "std", "min", "max", "condition", "median_example_condition")
+
+
+def io_examples(wanted: Any, model: torch.nn.Module) -> Any:
+    """``signal.examples`` for ``model``: ``auto`` resolved (all where the model has a fast path), else as given."""
+    return auto_io_examples(model) if wanted == "auto" else wanted
 
 
 def choose_examples(n_total: int, wanted: Any, seed: int = 0) -> torch.Tensor:

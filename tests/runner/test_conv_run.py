@@ -96,3 +96,15 @@ def test_deterministic_mode_is_set_and_unset_per_run(monkeypatch):
         # The next run in the same process (a basic sweep) gets the default back.
         configure_backends(OmegaConf.create({"deterministic": False}), torch.device("cpu"))
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_signal_examples_auto_bounds_the_generic_path_and_is_recorded(tmp_path, monkeypatch):
+    from sparseprop.signal.jacobians import GENERIC_IO_EXAMPLES
+
+    summary = conv_run(tmp_path, monkeypatch, ["signal.examples=auto", "train.iterations=0"])
+    # digits' training split holds more than GENERIC_IO_EXAMPLES images; a conv net has no fast path.
+    assert summary["signal_io_examples"] == GENERIC_IO_EXAMPLES
+    sig = pd.read_csv(tmp_path / "signal.csv")
+    assert set(sig[sig.scope == "network"].examples) == {GENERIC_IO_EXAMPLES}
+    raw = records.read_npz(tmp_path / "spectra.npz")
+    assert len(raw["examples/io"]) == GENERIC_IO_EXAMPLES == len(set(raw["examples/io"].tolist()))

@@ -133,3 +133,12 @@ def test_a_conv_batchnorm_net_is_measured_on_running_statistics_and_keeps_its_mo
     # Layerwise Jacobians have no generic path yet: skipped with a warning; the weights are measured per stated layer.
     assert any("layerwise" in w for w in m.warnings)
     assert [r["name"] for r in m.rows if r["scope"] == "weights"] == ["conv1.weight", "conv2.weight", "fc.weight"]
+
+
+def test_signal_examples_auto_is_every_training_example_for_an_mlp(tmp_path):
+    summary = records.read_json(run(tmp_path, ["signal.examples=auto", "signal.stages=[init]",
+                                               "train.iterations=0"]) / "summary.json")
+    n_train = data.load("digits").x_train.shape[0]
+    raw = records.read_npz(tmp_path / "spectra.npz")
+    assert summary["signal_io_examples"] == n_train
+    assert raw["examples/io"].tolist() == list(range(n_train))  # all, in order
