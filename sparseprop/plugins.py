@@ -95,7 +95,10 @@ def groups_help() -> str:
     """One line per config group listing its options, for ``sparseprop train --help``."""
     from sparseprop.config import GROUPS
 
-    return "\n".join(f"{group}: {', '.join(group_options(group))}" for group in (*GROUPS, "experiment"))
+    lines = [f"{group}: {', '.join(group_options(group))}" for group in GROUPS]
+    lines.append(f"method: {', '.join(group_options('method'))} (the paper's methods: each sets init and isometry)")
+    lines.append(f"experiment: {', '.join(group_options('experiment'))}")
+    return "\n".join(lines)
 
 
 OmegaConf.register_new_resolver("sparseprop_groups", groups_help, replace=True)

@@ -24,6 +24,20 @@ def _show_progress(done: int, total: int, t0: float, final: bool = False, failed
             print("\r" + line, end="\n" if final else "", file=sys.stderr, flush=True)
 
 
+# What a `method` option chooses itself (conf/method/: each sets both with `override /<group>`).
+METHOD_SETS = ("init", "isometry")
+
+
+def refuse_method_clash(choices: dict[str, object]) -> None:
+    """A job that picks a method and also an init or isometry step would silently lose one of the two."""
+    method = choices.get("method")
+    clash = [g for g in METHOD_SETS if g in choices] if method is not None else []
+    if clash:
+        given = " ".join(f"{g}={choices[g]}" for g in clash)
+        raise SparsepropError(f"method={method} sets {' and '.join(METHOD_SETS)} itself, so {given} beside it "
+                              f"would be ignored; give the method or {' and '.join(METHOD_SETS)}, not both")
+
+
 def check(overrides: list[str], multirun: bool = True, config_name: str = "train", local: bool | None = None,
           partial: set[str] | None = None) -> int:
     """Compose and validate every run the overrides stand for; raise SparsepropError on the first bad one.
@@ -78,8 +92,9 @@ def check(overrides: list[str], multirun: bool = True, config_name: str = "train
         for combo in itertools.product(*groups):
             for o in combo:
                 key, value = o.key_or_group, o.value()
-                if key in (*config.GROUPS, "experiment") and value not in group_options(key) and value is not None:
+                if key in (*config.GROUPS, "method", "experiment") and value not in group_options(key) and value is not None:
                     raise ConfigError(key, value, f"choose one of {', '.join(group_options(key))}")
+            refuse_method_clash({o.key_or_group: o.value() for o in combo})
             base = compose_or_fail(compose, config_name, [*(o.input_line for o in combo), *searchpath])
             for job in itertools.product(*values):
                 cfg = copy.deepcopy(base)

@@ -201,6 +201,8 @@ CLI_BAD = [
     (["dataset.val_fraction=0.0001"], "dataset.val_fraction"),
     (["arch.width=10000000"], "arch=mlp"),
     (["prune.sparsity=0.999999"], "prune.sparsity"),
+    (["method=ldi", "init=vs_l"], "method=ldi sets init and isometry itself, so init=vs_l"),
+    (["-m", "method=vs_l,ldi", "isometry=ai"], "isometry=ai beside it"),
 ]
 
 
@@ -303,3 +305,12 @@ def test_sigterm_ends_with_one_line_and_143_and_the_run_resumes(tmp_path):
     assert f"resuming from step {step}" in (out / "train.log").read_text()
     summary = records.read_json(out / "summary.json")
     assert summary["status"] == "completed" and summary["step"] == 5000
+
+
+def test_help_lists_every_group_the_command_line_takes():
+    from sparseprop import plugins
+
+    lines = dict(line.split(": ", 1) for line in plugins.groups_help().splitlines())
+    assert list(lines) == [*config.GROUPS, "method", "experiment"]
+    assert lines["method"].startswith("ldi, ldi_ai, vs_g, vs_h, vs_l ")
+    assert "e4_conv" in lines["experiment"].split(", ")
