@@ -134,7 +134,12 @@ def run_cost(cfg: Any, costs: Costs) -> float:
         batches = n // cfg.prune.batch_size if str(cfg.prune.batches) == "all" else int(cfg.prune.batches)
         total += batches * costs.snip_batch * snip_batch / 100
     stages = [s for s in cfg.signal.stages if s != "isometry" or cfg.isometry.name != "none"]
-    io = n if str(cfg.signal.examples) == "all" else min(n, int(cfg.signal.examples))
+    from sparseprop.signal.jacobians import GENERIC_IO_EXAMPLES
+
+    wanted = str(cfg.signal.examples)
+    if wanted == "auto":  # as signal.measure.io_examples resolves it: MLPs have the exact fast path
+        wanted = "all" if cfg.arch.name in ("mlp", "lenet300") else str(GENERIC_IO_EXAMPLES)
+    io = n if wanted == "all" else min(n, int(wanted))
     layer = min(n, int(cfg.signal.layer_examples)) if cfg.arch.name in ("mlp", "lenet300") else 0
     total += len(stages) * (io * costs.io_example * classes / 10 + layer * costs.layer_example)
     ai = int(cfg.isometry.steps) * costs.ai_step * ai_scale if cfg.isometry.name == "ai" else 0.0

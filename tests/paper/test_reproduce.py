@@ -103,6 +103,30 @@ def test_run_cost_grows_with_what_a_run_does():
         2000 * 0.002 + 1000 * 1e-4 + 100 * 3e-3)  # the AI steps and the extra signal stage
 
 
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_every_experiment_of_every_profile_gets_a_cost(profile, tmp_path):
+    c = costs.Costs(train_step=0.005, eval_example=1e-5, snip_batch=0.005, io_example=1e-4,
+                    layer_example=3e-3, ai_step=0.002, per_run=9.0)
+    for exp in experiment.runnable():
+        if exp.runs_under(profile):
+            plan = plans.make_plan(exp, PROFILES[profile], tmp_path)
+            plans.estimate(plan, c)
+            assert all(math.isfinite(j.cost_s) and j.cost_s > c.per_run for j in plan.jobs), exp.id
+
+
+def test_signal_examples_auto_costs_all_examples_of_an_mlp_and_a_bounded_number_otherwise():
+    from sparseprop.signal.jacobians import GENERIC_IO_EXAMPLES
+
+    c = costs.Costs(train_step=0, eval_example=0, snip_batch=0, io_example=1.0, layer_example=0, ai_step=0, per_run=0)
+    quiet = ["prune=random", "train.iterations=0", "signal.stages=[init]", "signal.layer_examples=1"]
+    mlp = costs.run_cost(plans.compose(["dataset=fashion_mnist", "signal.examples=auto", *quiet]), c)
+    assert mlp == pytest.approx(54_000)  # one stage, every training example, 10 classes
+    conv = ["dataset=fashion_mnist", "arch=lenet5", *quiet]
+    ratio = costs.run_cost(plans.compose([*conv, "signal.examples=auto"]), c) / costs.run_cost(
+        plans.compose([*conv, "signal.examples=all"]), c)
+    assert ratio == pytest.approx(GENERIC_IO_EXAMPLES / 54_000)
+
+
 def test_wall_estimate_divides_by_jobs_and_skips_finished_and_skipped_plans(tmp_path):
     c = costs.Costs(0, 0, 0, 0, 0, 0, per_run=10.0, per_sweep=5.0)
     a = plans.Plan("a", "quick", [], tmp_path, tmp_path, [plans.Job([], "x", cost_s=10.0),
