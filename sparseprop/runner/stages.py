@@ -28,6 +28,7 @@ class SignalStages:
     x_io: torch.Tensor | None
     x_layer: torch.Tensor | None
     warn: Callable[[str], None]
+    warnings: list[str]
 
     def select_signal_examples(self, splits: data.Splits) -> None:
         """The training examples measured at every stage, if anything is measured (once the model is built)."""
@@ -49,8 +50,7 @@ class SignalStages:
         with running_statistics(self.model):
             m = propagation.measure(self.model, self.x_io, self.x_layer, stage, step)
         self.extra[f"signal_{stage}_time_s"] = time.time() - t
-        for w in m.warnings:
-            self.warn(w)
+        self.warn_once(m.warnings)
         self.signal_rows += m.rows
         self.spectra.update(m.raw)
         self.extra.update(propagation.headline(self.signal_rows))
@@ -64,10 +64,15 @@ class SignalStages:
         if every and step % every == 0:
             with running_statistics(self.model):
                 m = propagation.measure(self.model, self.x_io, None, "train", step, keep_raw=False)
-            for w in m.warnings:
-                self.warn(w)
+            self.warn_once(m.warnings)
             self.signal_rows += m.rows
             self.write_signal()
+
+    def warn_once(self, messages: list[str]) -> None:
+        """Warn of what a measurement could not do, once a run (every stage would say the same)."""
+        for w in messages:
+            if w not in self.warnings:
+                self.warn(w)
 
     def write_signal(self) -> None:
         records.write_csv(self.out / records.SIGNAL, self.signal_rows, columns=propagation.SIGNAL_COLUMNS)

@@ -101,7 +101,10 @@ def test_deterministic_mode_is_set_and_unset_per_run(monkeypatch):
 def test_signal_examples_auto_bounds_the_generic_path_and_is_recorded(tmp_path, monkeypatch):
     from sparseprop.signal.jacobians import GENERIC_IO_EXAMPLES
 
-    summary = conv_run(tmp_path, monkeypatch, ["signal.examples=auto", "train.iterations=0"])
+    summary = conv_run(tmp_path, monkeypatch, ["signal.examples=auto", "train.iterations=0",
+                                                "signal.stages=[init,pruned]"])
+    # No layerwise path for this net: said once, not at every stage.
+    assert sum("layerwise" in w for w in summary["warnings"]) == 1, summary["warnings"]
     # digits' training split holds more than GENERIC_IO_EXAMPLES images; a conv net has no fast path.
     assert summary["signal_io_examples"] == GENERIC_IO_EXAMPLES
     sig = pd.read_csv(tmp_path / "signal.csv")
