@@ -2,7 +2,8 @@
 
 Prints figures, never pass/fail: per-example autograd Jacobians against the batched input-output
 singular values on a pruned MLP-7 (time, speed-up, agreement, memory), then approximate isometry
-and layerwise singular values. Run ``python scripts/bench_signal.py [--quick]``.
+and layerwise singular values, and the generic input-output path (any network) on a ResNet-8 against
+the bare passes it needs. Run ``python scripts/bench_signal.py [--quick]``.
 """
 
 from __future__ import annotations
@@ -91,6 +92,35 @@ def probe_in_subprocess(n: int) -> dict[str, float]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def bare_conv_passes(model: torch.nn.Module, x: torch.Tensor, chunk: int) -> None:
+    """The floor of the generic path: per chunk one forward pass and one input-only backward pass per logit."""
+    for xb in x.split(chunk):
+        xb = xb.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(xb)
+            for k in range(logits.shape[1]):
+                torch.autograd.grad(logits[:, k].sum(), xb, retain_graph=k < logits.shape[1] - 1)
+
+
+def generic_against_bare(n: int, repeats: int) -> tuple[float, float]:
+    """CPU seconds (best of ``repeats``, alternating) of the generic path and of its bare passes on a ResNet-8."""
+    from sparseprop.signal.jacobians import generic_chunk
+
+    net = build_model("resnet", (1, 28, 28), 10, build_activation("relu"), depth=8).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(SEED))
+    chunk = generic_chunk(net, (1, 28, 28))
+    io_singular_values(net, x[:4])
+    ours, bare = [], []
+    for _ in range(repeats):
+        for fn, times in ((lambda: io_singular_values(net, x), ours), (lambda: bare_conv_passes(net, x, chunk), bare)):
+            start = time.process_time()
+            fn()
+            times.append(time.process_time() - start)
+    return min(ours), min(bare)
+
+
 def timed(fn: Callable[..., T], *args: object, **kwargs: object) -> tuple[T, float]:
     """(result, seconds) of one call."""
     start = time.perf_counter()
@@ -134,6 +164,8 @@ def main() -> None:
     small, large = probe_in_subprocess(n // 10), probe_in_subprocess(n)
     layers, layer_s = timed(layer_singular_values, model, x[:layer_n])
     ai, ai_s = timed(approximate_isometry, model, masks, steps=ai_steps)
+    conv_n = 128 if args.quick else 512
+    generic_s, bare_s = generic_against_bare(conv_n, repeats)
 
     rows = [
         ("(a) naive autograd IO JSV", f"{naive_per * 1e3:.2f} ms/example", f"on {subset} examples, best of {repeats}"),
@@ -149,6 +181,9 @@ def main() -> None:
         ("(c) approximate isometry", f"{ai_s:.2f} s", f"{ai_steps:,} steps, objective {ai['total_before']:.3f} -> "
                                                      f"{ai['total_after']:.3f}; target <= 20 s"),
         ("(d) layer_singular_values", f"{layer_s:.2f} s", f"{layer_n:,} examples, {len(layers)} layers"),
+        ("(e) generic path, ResNet-8", f"{generic_s / conv_n * 1e3:.2f} ms/example",
+         f"CPU time, {conv_n} examples of 1x28x28, best of {repeats}; bare forward + 10 input backward passes: "
+         f"{bare_s / conv_n * 1e3:.2f} ms/example, ratio {generic_s / bare_s:.2f}x (target <= 1.5x)"),
     ]
     width = [max(len(r[i]) for r in rows) for i in range(2)]
     for name, value, note in rows:

@@ -1,8 +1,8 @@
 """Jacobian singular values of any model, and the registry through which an architecture adds faster paths.
 
 ``io_singular_values`` and ``layer_singular_values`` look the model's class up in ``FAST_PATHS``
-(``mlp_fast`` registers the MLP's); every other model gets the generic torch.func path for the
-input-output Jacobian, and layerwise Jacobians are refused with a clear error (no generic
+(``mlp_fast`` registers the MLP's); every other model gets the generic path for the
+input-output Jacobian (batched backward passes), and layerwise Jacobians are refused with a clear error (no generic
 layerwise path exists yet).
 """
 
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from sparseprop.errors import SparsepropError
-from sparseprop.models.base import measuring
+from sparseprop.models.base import activations_per_example, measuring
 
 # Bytes of float64 working memory per chunk of the fast computations; the peak stays a small
 # multiple of this whatever the number of examples. Beyond about a thousand examples larger
@@ -98,29 +98,42 @@ def gram_singular_values(gram: torch.Tensor, k: int) -> torch.Tensor:
     return eig.clamp_min_(0.0).sqrt_().flip(-1)[..., :k]
 
 
+def generic_chunk(model: nn.Module, in_shape: tuple[int, ...]) -> int:
+    """Examples per chunk of the generic path: its backward passes hold about three copies of their activations."""
+    return max(1, min(_GENERIC_CHUNK, CHUNK_BYTES // (3 * 4 * activations_per_example(model, in_shape))))
+
+
 def _generic_io_singular_values(model: nn.Module, x: torch.Tensor, chunk: int) -> torch.Tensor:
-    """io_singular_values for any differentiable model, by batched reverse-mode Jacobians."""
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    buffers = {k: v.detach() for k, v in model.named_buffers()}
+    """io_singular_values for any differentiable model: per chunk of examples, one forward pass and one
+    backward pass per output unit, with respect to the input only.
 
-    def logits(example: torch.Tensor) -> torch.Tensor:
-        return torch.func.functional_call(model, (params, buffers), (example[None],))[0]
-
-    jacobian = torch.func.vmap(torch.func.jacrev(logits))
+    The backward pass of the chunk's summed logit k gives row k of every example's Jacobian because the
+    contract's measuring mode makes every example independent of the others (BatchNorm uses its running
+    statistics). The weights' gradients are not needed, so they are not computed.
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
     out = []
-    # The contract's measuring mode makes every example independent of the others (BatchNorm uses
-    # its running statistics).
-    with measuring(model):
+    with measuring(model), torch.enable_grad():
+        for p in trainable:
+            p.requires_grad_(False)
         try:
             for xb in x.split(chunk):
-                jac = jacobian(xb).reshape(xb.shape[0], -1, xb[0].numel()).double()
+                xb = xb.detach().requires_grad_(True)
+                logits = model(xb)
+                classes = logits.shape[1]
+                rows = [torch.autograd.grad(logits[:, k].sum(), xb, retain_graph=k < classes - 1)[0].reshape(len(xb), -1)
+                        for k in range(classes)]
+                jac = torch.stack(rows, 1).double()
                 with single_threaded(jac.device):
                     out.append(torch.linalg.svdvals(jac))
         except RuntimeError as exc:
             raise SparsepropError(
-                f"could not compute input-output Jacobians of {type(model).__name__} with torch.func ({exc}); "
+                f"could not compute input-output Jacobians of {type(model).__name__} ({exc}); "
                 "use an MLP or a model built from standard layers"
             ) from exc
+        finally:
+            for p in trainable:
+                p.requires_grad_(True)
     return torch.cat(out)
 
 
@@ -138,7 +151,7 @@ def io_singular_values(model: nn.Module, x: torch.Tensor, chunk_size: int | None
     fast = fast_paths(model)
     if fast is not None:
         return fast.io(model, x, chunk_size)
-    return _generic_io_singular_values(model, x, chunk_size_or(chunk_size, _GENERIC_CHUNK))
+    return _generic_io_singular_values(model, x, chunk_size_or(chunk_size, generic_chunk(model, tuple(x.shape[1:]))))
 
 
 @torch.no_grad()
