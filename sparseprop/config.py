@@ -30,6 +30,7 @@ class TrainConf:
     schedule: str = "constant"
     boundaries: list[int] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
+    warmup: int = 0
     l2: float = 0.00025
     batch_size: int = 100
     iterations: int = 10_000

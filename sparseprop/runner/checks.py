@@ -138,6 +138,7 @@ def _check_root(cfg: DictConfig) -> None:
     _integer(cfg, "seed", minimum=lo, maximum=hi)
     _integer(cfg, "train.shuffle_seed", minimum=config.GENERATOR_SEEDS[0], maximum=config.GENERATOR_SEEDS[1])
     _integer(cfg, "signal.every", minimum=0)
+    _integer(cfg, "train.warmup", minimum=0, maximum=config.MAX_STEPS)
     _integer(cfg, "threads", minimum=0, maximum=4096)
     if not (math.isfinite(cfg.train.lr) and cfg.train.lr > 0):
         raise ConfigError("train.lr", cfg.train.lr, "a finite number > 0")

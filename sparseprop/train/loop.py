@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparseprop.models.base import activations_per_example
-from sparseprop.train.optim import SCHEDULES, l2_term
+from sparseprop.train.optim import SCHEDULES, l2_term, warmed_up
 
 
 class BatchSampler:
@@ -167,7 +167,8 @@ def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torc
         return state  # resumed from a final checkpoint: a finished or diverged run must not train on
     schedule = SCHEDULES.get(cfg.schedule, "train.schedule")
     sched_args = dict(lr=cfg.lr, boundaries=list(cfg.boundaries), values=list(cfg["values"]), iterations=cfg.iterations)
-    constant = cfg.schedule == "constant"
+    warmup = int(cfg.get("warmup", 0))
+    constant = cfg.schedule == "constant" and not warmup
     x, y = splits.x_train, splits.y_train
     channels_last = bool(cfg.get("channels_last", False)) and x.dim() == 4
     if channels_last:
@@ -188,7 +189,7 @@ def fit(model: nn.Module, params: dict[str, nn.Parameter], masks: dict[str, torc
     try:
         for step in range(state.step + 1, iterations + 1):
             if not constant:
-                lr = schedule(step, **sched_args)
+                lr = warmed_up(schedule(step, **sched_args), step, warmup)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
             idx = sampler.next()

@@ -47,6 +47,11 @@ def cosine_lr(step: int, lr: float, iterations: int, **_: Any) -> float:
     return 0.5 * lr * (1.0 + math.cos(math.pi * min(step, iterations) / iterations))
 
 
+def warmed_up(lr: float, step: int, warmup: int) -> float:
+    """``lr`` scaled by step/warmup during the first ``warmup`` steps (linear warm-up; 0 = none), unchanged after."""
+    return lr * step / warmup if step < warmup else lr
+
+
 def check_schedule(cfg: Any) -> None:
     """Raise ConfigError if a piecewise schedule's boundaries and values do not fit together."""
     if cfg.schedule != "piecewise":

@@ -201,6 +201,7 @@ CLI_BAD = [
     (["dataset.val_fraction=0.0001"], "dataset.val_fraction"),
     (["arch.width=10000000"], "arch=mlp"),
     (["prune.sparsity=0.999999"], "prune.sparsity"),
+    (["train.warmup=-1"], "train.warmup"),
     (["method=ldi", "init=vs_l"], "method=ldi sets init and isometry itself, so init=vs_l"),
     (["-m", "method=vs_l,ldi", "isometry=ai"], "isometry=ai beside it"),
 ]

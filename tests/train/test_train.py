@@ -85,6 +85,21 @@ def test_piecewise_schedule_is_applied_in_training():
     assert lrs == [0.2, 0.02]
 
 
+@pytest.mark.parametrize("schedule,extra,expected", [
+    ("constant", {}, [0.1, 0.2, 0.2, 0.2]),
+    ("piecewise", {"boundaries": [12], "values": [0.2, 0.02]}, [0.1, 0.2, 0.02, 0.02]),
+])
+def test_linear_warmup_scales_the_schedule_over_its_first_steps(schedule, extra, expected):
+    assert [train.warmed_up(0.2, s, 10) for s in (1, 5, 9, 10, 11)] == pytest.approx([0.02, 0.1, 0.18, 0.2, 0.2])
+    assert train.warmed_up(0.2, 1, 0) == 0.2  # no warm-up
+    net = tiny_mlp()
+    params = pruning.prunable_parameters(net)
+    cfg = train_cfg(schedule=schedule, lr=0.2, warmup=10, iterations=20, log_interval=5, **extra)
+    state = train.fit(net, params, None, toy_splits(), cfg, train.TrainState(), train.make_optimizer(net, cfg),
+                      train.BatchSampler(200, 16, 0, torch.device("cpu")), progress=False)
+    assert [m["value"] for m in state.metrics if m["name"] == "lr"] == pytest.approx(expected)
+
+
 @pytest.mark.parametrize("b,v", [([], [0.1]), ([10, 5], [1, 1, 1]), ([10], [0.1]), ([10], [0.1, -1]),
                                  ([10, 10_000], [1, 1, 1])])  # the last boundary is the last step: it never applies
 def test_bad_piecewise_rejected(b, v):
