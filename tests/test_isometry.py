@@ -157,3 +157,44 @@ def test_ai_on_contract_nets_moves_only_the_stated_weights_within_their_masks(ne
         m = w.double().reshape(w.shape[0], -1)
         expected = float(torch.linalg.matrix_norm(m @ m.T - torch.eye(m.shape[0], dtype=torch.float64)))
         assert result["objective_after"][i] == pytest.approx(expected, rel=1e-10)
+
+
+def authors_objective(kernel: torch.Tensor) -> torch.Tensor:
+    """The authors' AI term of one conv kernel, from their layout: the (k, k, c_in, c_out) kernel reshaped to
+    (k·k·c_in, c_out), ‖WᵀW − I‖_F with I of size c_out (Frobenius norm, not squared)."""
+    w = kernel.permute(2, 3, 1, 0).reshape(-1, kernel.shape[0])
+    return torch.linalg.matrix_norm(w.T @ w - torch.eye(w.shape[1], dtype=w.dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_conv_kernels_follow_the_authors_definition_objective_and_one_sgd_step(dtype: torch.dtype) -> None:
+    """On conv kernels (c_out < and > k·k·c_in), the objective is the authors' summed over layers, and one step is
+    one plain SGD step on it with pruned entries fixed, against float64 autograd on the authors' reshaping."""
+    gen = torch.Generator().manual_seed(11)
+    model = nn.Sequential(nn.Conv2d(2, 5, 3), nn.ReLU(), nn.Conv2d(5, 64, 1), nn.Flatten(), nn.Linear(64 * 4, 7))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.4, generator=gen)
+    model = model.to(dtype)
+    weights = [model[0].weight, model[2].weight, model[4].weight]
+    names = ["0.weight", "2.weight", "4.weight"]
+    masks = {n: torch.rand(w.shape, generator=gen) < 0.6 for n, w in zip(names, weights)}
+    with torch.no_grad():
+        for n, w in zip(names, weights):
+            w.mul_(masks[n])
+    start = [w.detach().double().clone().requires_grad_(True) for w in weights]
+    # The dense layer in the authors' (in, out) layout is the transpose of torch's; a 1×1 "kernel" view gives it.
+    objective = sum(authors_objective(w if w.dim() == 4 else w[:, :, None, None]) for w in start)
+    grads = torch.autograd.grad(objective, start)
+    biases = [m.bias.detach().clone() for m in (model[0], model[2], model[4])]
+
+    result = approximate_isometry(model, masks, steps=1, lr=0.1)
+
+    # float32 weights: the objective and the step are each a few sums of about 100 products of O(1) terms.
+    tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
+    torch.testing.assert_close(torch.tensor(result["total_before"], dtype=torch.float64), objective.detach(), **tol)
+    for n, w, w0, g, b, m in zip(names, weights, start, grads, biases, (model[0], model[2], model[4])):
+        expected = w0.detach() - 0.1 * g * masks[n]
+        torch.testing.assert_close(w.detach().double(), expected, **tol)
+        assert torch.all(w[~masks[n]] == 0)
+        assert torch.equal(m.bias, b)
