@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,6 +25,12 @@ ISOMETRY: Registry[Callable[..., dict | None]] = Registry("isometry", group="iso
 class NoIsometry(Options):
     """No isometry step: no settings."""
 
+
+# Multiply-adds per AI step from which the step runs on torch's configured threads instead of one. MLP-7's
+# step (about 2.6e7) is a few small products whose thread synchronisations cost more than they save, and
+# many times more when other jobs share the cores; VGG-C's (about 9e9, 512 x 4608 kernels) is large
+# products that threads divide.
+THREADED_MACS = 1e8
 
 # What AI makes near-orthogonal in a conv layer: its reshaped kernel (the authors' definition) or the layer's
 # circular-padding convolution operator on its input grid.
@@ -178,6 +185,14 @@ def _operator_step(kernel: torch.Tensor, mask: torch.Tensor, geometry: ConvGeome
     kernel.addcmul_(grad, mask, value=-lr)
 
 
+def step_macs(stacks: list[torch.Size], kernels: list[tuple[torch.Size, ConvGeometry]]) -> float:
+    """Multiply-adds of one AI step: M Mᵀ and A M of each (G, out, in) stack; the Fourier blocks of each
+    operator-level kernel (c_out, c_in, k, k) on its grid (its FFT's n·log n terms aside)."""
+    dense = sum(2.0 * g * out * out * inner for g, out, inner in stacks)
+    conv = sum(4.0 * geometry.grid[0] * geometry.grid[1] * shape[0] ** 2 * shape[1] for shape, geometry in kernels)
+    return dense + conv
+
+
 @torch.no_grad()
 def approximate_isometry(model: nn.Module, masks: dict[str, torch.Tensor] | None, steps: int = 10_000,
                          lr: float = 0.1, record_every: int = 100, progress: bool = False, level: str = "kernel",
@@ -232,9 +247,11 @@ def approximate_isometry(model: nn.Module, masks: dict[str, torch.Tensor] | None
     before = per_layer()
     curve = [(0, sum(before))]
     bar = tqdm(total=steps, desc="approximate isometry", unit="step") if progress else None
+    macs = step_macs([stacked.shape for _, stacked, _, _ in groups],
+                     [(kernel.shape, geometries[named[i][0]]) for i, kernel in kernels.items()])
+    device = named[0][1].device if named else torch.device("cpu")
     try:
-        # The matrices are small, so one step is a few tiny products that threads cannot speed up.
-        with single_threaded(named[0][1].device if named else torch.device("cpu")):
+        with single_threaded(device) if macs < THREADED_MACS else nullcontext():
             for step in range(1, steps + 1):
                 for _, stacked, mask, neg_eye in groups:
                     # Masking the gradient gives pruned entries no step, so they stay exactly zero.

@@ -344,3 +344,27 @@ def test_a_run_records_the_level_and_each_layers_objective(tmp_path) -> None:
     line = fig.axes[0].lines[0]
     assert line.get_ydata().tolist() == pytest.approx(total.objective.tolist()) and "AA^T" in fig.axes[0].get_ylabel()
     plots.plt.close(fig)
+
+
+@pytest.mark.parametrize("width,threads_inside", [(20, 1), (1024, 2)])
+def test_small_steps_run_on_one_thread_and_large_ones_on_the_configured_threads(monkeypatch, width, threads_inside) -> None:
+    from sparseprop import isometry
+
+    seen = []
+    original = isometry.isometry_gradient
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(isometry, "isometry_gradient", spy)
+    model = nn.Sequential(nn.Linear(width // 2, width))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        # M is (width, width/2): one step is 2·width²·width/2 = width³ multiply-adds, 8e3 or 1.1e9.
+        assert (isometry.step_macs([(1, width, width // 2)], []) >= isometry.THREADED_MACS) == (threads_inside == 2)
+        approximate_isometry(model, None, steps=1)
+        assert seen == [threads_inside] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
