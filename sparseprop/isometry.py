@@ -172,7 +172,8 @@ def operator_objective(kernel: torch.Tensor, geometry: ConvGeometry) -> torch.Te
     """
     grams = operator_grams(kernel, geometry)
     eye = torch.eye(grams.shape[-1], dtype=grams.dtype, device=grams.device)
-    squares = (grams - eye).abs().square().sum()
+    # The squared moduli through the real and imaginary parts: |z| would have no gradient at z = 0.
+    squares = torch.view_as_real(grams - eye).square().sum()
     # At an exact isometry the root is not differentiable; the clamp makes its gradient zero there.
     return (squares.clamp_min(torch.finfo(squares.dtype).tiny) / (grams.shape[0] * grams.shape[1])).sqrt()
 

@@ -368,3 +368,23 @@ def test_small_steps_run_on_one_thread_and_large_ones_on_the_configured_threads(
         assert seen == [threads_inside] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+def test_an_operator_level_isometry_and_a_dead_channel_get_finite_gradients() -> None:
+    from sparseprop.isometry import ConvGeometry, _operator_step, operator_objective
+
+    geometry = ConvGeometry((4, 4), (1, 1), (1, 1))
+    # A centre tap of the identity: the circular operator is the identity, an exact isometry.
+    identity = torch.zeros(3, 3, 3, 3, dtype=torch.float64)
+    identity[range(3), range(3), 1, 1] = 1.0
+    assert float(operator_objective(identity, geometry)) < 1e-100
+    kernel = identity.clone()
+    _operator_step(kernel, torch.ones_like(kernel), geometry, lr=0.1)
+    assert torch.equal(kernel, identity)
+    # A channel pruned to zero: its row and column of every block are exactly zero.
+    dead = torch.randn(3, 3, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(dead)
+    mask[0] = 0.0
+    dead *= mask
+    _operator_step(dead, mask, geometry, lr=0.1)
+    assert torch.isfinite(dead).all() and torch.all(dead[0] == 0)
