@@ -28,7 +28,7 @@ class NoIsometry(Options):
 
 # Multiply-adds per AI step from which the step runs on torch's configured threads instead of one. MLP-7's
 # step (about 2.6e7) is a few small products whose thread synchronisations cost more than they save, and
-# many times more when other jobs share the cores; VGG-C's (about 9e9, 512 x 4608 kernels) is large
+# many times more when other jobs share the cores; VGG-C's (about 1e10, 512 x 4608 kernels) is large
 # products that threads divide.
 THREADED_MACS = 1e8
 
