@@ -292,7 +292,7 @@ def test_operator_level_ai_makes_the_circular_operators_nearly_orthogonal() -> N
     from tests.conftest import tiny_conv_bn
 
     model = tiny_conv_bn(seed=4)
-    result = approximate_isometry(model, None, steps=1000, lr=0.01, level="operator")
+    result = approximate_isometry(model, None, steps=500, lr=0.01, level="operator")
     assert result["curve"][0][1] == pytest.approx(result["total_before"])
     geometries = {"conv1.weight": ConvGeometry((7, 7), (1, 1), (1, 1)), "conv2.weight": ConvGeometry((6, 6), (2, 2), (1, 1))}
     after = dict(zip(result["layers"], result["objective_after"]))
@@ -305,7 +305,7 @@ def test_operator_level_ai_makes_the_circular_operators_nearly_orthogonal() -> N
     assert math.sqrt(2) * (1 - 1e-6) <= after["conv1.weight"] < math.sqrt(2) * 1.01 < before["conv1.weight"]
     # conv2 (3 -> 4 channels, stride 2 folds 4 input frequencies: 12 inputs) and fc can be made orthogonal: the
     # fixed step settles in a band of order lr (see the kernel-level test), reached within about 300 of the
-    # 1,000 steps from above 1, so a tenfold reduction holds with a wide margin.
+    # 500 steps from above 1 (about 0.02 to 0.04 then, on three seeds), so a tenfold reduction holds with margin.
     for name in ("conv2.weight", "fc.weight"):
         assert before[name] > 1.0 and after[name] < 0.1 * before[name]
 
