@@ -1,4 +1,4 @@
-"""E4 (claim C8): the paper's five methods on convolutional networks.
+"""E4 (claim C8, and C3 and C4 on conv nets): the paper's five methods on convolutional networks.
 
 ``e4_conv`` is CPU-sized (Fashion-MNIST, LeNet-5 and ResNet-8) and runs in every profile; ``e4_<net>`` are the
 paper's CIFAR-10 VGG-C and ResNet-32/56/110 and Tiny-ImageNet WRN-16 runs, GPU jobs that run only under the
