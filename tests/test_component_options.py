@@ -38,6 +38,7 @@ def test_every_setting_of_an_option_is_a_named_parameter_of_its_code(group, name
     ("dataset", {"name": "mnist", "root": " "}, "dataset.root"),
     ("isometry", {"name": "ai", "steps": 0}, "isometry.steps"),
     ("isometry", {"name": "ai", "lr": 0.0}, "isometry.lr"),
+    ("isometry", {"name": "ai", "level": "fourier"}, "isometry.level"),
 ])
 def test_a_value_out_of_range_is_refused_by_the_option_that_owns_it(group, node, key):
     with pytest.raises(ConfigError) as info:

@@ -152,11 +152,15 @@ def jsv_training(signal: pd.DataFrame, title: str = "") -> "plt.Figure":
 
 
 def isometry_curve(curve: pd.DataFrame, title: str = "") -> "plt.Figure":
-    """The approximate-isometry objective against step."""
+    """The approximate-isometry objective (summed over layers) against step."""
+    if "layer" in curve.columns:  # isometry.csv also holds each layer's objective before and after
+        curve = curve[curve.layer == "total"]
+    operator = "level" in curve.columns and (curve.level == "operator").any()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     ax.plot(curve.step, curve.objective)
-    ax.set(xlabel="isometry step", ylabel="sum over layers of ||(CW)^T(CW) - I||_F", yscale="log",
-           title=title or "approximate isometry")
+    ax.set(xlabel="isometry step", yscale="log", title=title or "approximate isometry",
+           ylabel="sum over layers of ||AA^T - I||_F / sqrt(positions)" if operator
+           else "sum over layers of ||(CW)^T(CW) - I||_F")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

@@ -145,8 +145,16 @@ class Run(SignalStages):
         if result is None:
             return
         self.extra["isometry_time_s"] = time.time() - t
-        self.extra.update(ai_objective_before=result["total_before"], ai_objective_after=result["total_after"])
-        records.write_csv(self.out / records.ISOMETRY, [{"step": st, "objective": v} for st, v in result["curve"]])
+        level = result.get("level", "kernel")
+        self.extra.update(isometry_level=level, ai_objective_before=result["total_before"],
+                          ai_objective_after=result["total_after"])
+        # Long format: the summed objective along the steps (layer "total"), then each layer's before and after.
+        last = result["curve"][-1][0]
+        rows = [{"step": st, "layer": "total", "level": level, "objective": v} for st, v in result["curve"]]
+        rows += [{"step": st, "layer": name, "level": level, "objective": v}
+                 for st, values in ((0, result["objective_before"]), (last, result["objective_after"]))
+                 for name, v in zip(result["layers"], values)]
+        records.write_csv(self.out / records.ISOMETRY, rows)
         for row in self.layers:
             if row["name"] in result["layers"]:
                 i = result["layers"].index(row["name"])

@@ -137,21 +137,31 @@ E4_ERRORS = {"vs_l": 12.0, "vs_g": 10.0, "vs_h": 11.0, "ldi": 8.0, "ldi_ai": 7.0
 E4_JSV = {"vs_l": 0.2, "vs_g": 0.3, "vs_h": 0.4, "ldi": 0.5, "ldi_ai": 0.95}
 
 
-def e4(errors: Any = None, nets: Any = (("lenet5", None), ("resnet", 8)), seeds: Any = (0, 1, 2)) -> dict[str, Any]:
-    """Collected E4 runs with known errors and JSV per method, the same for every network (ResNet: +1 pp)."""
-    errors, rows = errors or E4_ERRORS, []
+def e4(errors: Any = None, nets: Any = (("lenet5", None), ("resnet", 8)), seeds: Any = (0, 1, 2), jsv: Any = None,
+       pruned_condition: float = 10.0, ai_loss: float = 0.5) -> dict[str, Any]:
+    """Collected E4 runs with known errors and JSV per method, the same for every network (ResNet: +1 pp).
+
+    The JSV condition number is 3 at init and ``pruned_condition`` after pruning; the training loss of LDI-AI
+    runs is ``ai_loss`` times that of the other methods (400 iterations, recorded every 100).
+    """
+    errors, jsv, rows, metrics = errors or E4_ERRORS, jsv or E4_JSV, [], []
     for (arch, depth), (method, (init, iso)), seed in ((n, m, s) for n in nets for m in E4_METHODS.items() for s in seeds):
         err = errors[method] + (0.0, 0.1, -0.1)[seed] + (1.0 if arch == "resnet" else 0.0)
+        jitter = (0.0, 0.01, -0.01)[seed]  # a spread over seeds that leaves the means as stated
         row = {"run": f"{arch}-{method}-{seed}", "status": "completed", "dataset": "fashion_mnist", "arch": arch,
                "depth": depth, "activation": "relu", "init": init, "prune": "snip", "isometry": iso, "seed": seed,
-               "sparsity_target": 0.9, "best_val_test_error_pct": err, "final_test_error_pct": err + 0.5,
-               "best_last_test_error_pct": err - 0.5, "jsv_init_mean": 1.0,
-               "jsv_pruned_mean": 0.5 if iso == "ai" else E4_JSV[method], "jsv_pruned_condition": 10.0,
-               "ldi_residual_pruned": 3.0}
+               "iterations": 400, "sparsity_target": 0.9, "best_val_test_error_pct": err,
+               "final_test_error_pct": err + 0.5, "best_last_test_error_pct": err - 0.5,
+               "jsv_init_mean": 1.0 + jitter, "jsv_init_condition": 3.0 + jitter,
+               "jsv_pruned_mean": (jsv["ldi"] if iso == "ai" else jsv[method]) + jitter,
+               "jsv_pruned_condition": pruned_condition + jitter, "ldi_residual_pruned": 3.0}
         if iso == "ai":
-            row["jsv_isometry_mean"] = E4_JSV[method]
+            row["jsv_isometry_mean"] = jsv[method] + jitter
         rows.append(row)
-    return {"runs": pd.DataFrame(rows), "layers": pd.DataFrame(), "metrics": pd.DataFrame(), "masks": {}}
+        for step in range(100, 401, 100):
+            loss = (ai_loss if iso == "ai" else 1.0) * 100 / step + jitter
+            metrics.append({"run": row["run"], "step": step, "split": "train", "name": "loss", "value": loss})
+    return {"runs": pd.DataFrame(rows), "layers": pd.DataFrame(), "metrics": pd.DataFrame(metrics), "masks": {}}
 
 
 def results() -> dict[str, dict[str, Any]]:

@@ -10,6 +10,7 @@ from sparseprop.paper import catalog, claims, judge, report, tables
 from sparseprop.paper.experiments import e1_masks as e1
 from sparseprop.paper.experiments import e2_init as e2
 from sparseprop.paper.experiments import e3_isometry as e3
+from sparseprop.paper.experiments import e4_modern
 from sparseprop.paper.experiments import e5_supervision as e5
 from sparseprop.paper.experiments import e6_transfer as e6
 from sparseprop.paper.judge import FAILS, HOLDS, SKIPPED, UNSURE
@@ -154,9 +155,11 @@ def test_verdicts_skip_missing_experiments_with_the_reason():
     c6 = [v for v in out if v.claim == "C6"]
     assert len(c6) == 2 and all(v.outcome == SKIPPED and "Fashion-MNIST not found" in v.why for v in c6)
     assert {v.claim for v in out} == {"C1", "C2", "C3", "C4", "C5", "C6", "C8"}
-    # C8 holds on the CPU-sized E4; the paper's E4 runs have no results, so their C8 verdicts are skipped.
-    assert all(v.outcome == HOLDS for v in out if v.claim != "C6" and not (v.claim == "C8" and v.skipped))
+    # C3, C4 and C8 hold on the CPU-sized E4; the paper's E4 runs have no results, so their verdicts are skipped.
+    assert all(v.outcome == HOLDS for v in out if v.claim != "C6" and not (v.claim in ("C3", "C4", "C8") and v.skipped))
     assert [v.part for v in out if v.claim == "C8" and not v.skipped] == ["LeNet-5", "ResNet-8"]
+    assert [v.part for v in out if v.claim == "C4" and not v.skipped] == ["linear", "tanh", "LeNet-5", "ResNet-8"]
+    assert sum(v.claim == "C3" and v.skipped != "" for v in out) == len(e4_modern.PAPER_NETS)
 
 
 def test_report_states_rules_numbers_and_verdicts(tmp_path):

@@ -100,3 +100,40 @@ def test_c8_fails_or_stays_open_as_the_errors_say():
     one_seed = e4_modern.c8(synthetic_e4(seeds=(0,)))
     assert [v.outcome for v in one_seed] == [UNSURE, UNSURE]  # no spread to judge by
     assert [v.outcome for v in e4_modern.c8(None)] == [SKIPPED]
+
+
+def test_c3_on_conv_nets_flips_with_the_spectra():
+    verdicts = e4_modern.c3_conv(synthetic_e4())
+    assert [v.claim for v in verdicts] == ["C3", "C3"]
+    assert [v.part for v in verdicts] == ["pruning breaks isometry, LeNet-5", "pruning breaks isometry, ResNet-8"]
+    assert [v.outcome for v in verdicts] == [HOLDS, HOLDS]
+    # LDI: mean JSV 1.0 -> 0.5 (|log10| 0 -> 0.30) and condition number 3 -> 10.
+    assert verdicts[0].checks[1].numbers == "3.00 ± 0.01 (n=3) vs 10.00 ± 0.01 (n=3)"
+    # Pruning that leaves the mean at 1 and narrows the spectrum contradicts the claim.
+    kept = e4_modern.c3_conv(synthetic_e4(jsv={**JSV, "ldi": 1.0}, pruned_condition=2.0))
+    assert [v.outcome for v in kept] == [FAILS, FAILS]
+    assert "the opposite holds" in kept[0].why
+    # Only the VS-init runs' spectra change: the LDI runs decide.
+    assert [v.outcome for v in e4_modern.c3_conv(synthetic_e4(jsv={**JSV, "vs_l": 1.0}))] == [HOLDS, HOLDS]
+    assert [v.outcome for v in e4_modern.c3_conv(None)] == [SKIPPED]
+
+
+def test_c4_on_conv_nets_flips_with_spectra_losses_and_errors():
+    verdicts = e4_modern.c4_conv(synthetic_e4())
+    assert [(v.claim, v.part, v.outcome) for v in verdicts] == [("C4", "LeNet-5", HOLDS), ("C4", "ResNet-8", HOLDS)]
+    # The first quarter of 400 iterations: the loss recorded at step 100 (1.0 for LDI, 0.5 for LDI-AI).
+    assert verdicts[0].checks[1].numbers == "0.500 ± 0.010 (n=3) vs 1.000 ± 0.010 (n=3)"
+    away = e4_modern.c4_conv(synthetic_e4(jsv={**JSV, "ldi_ai": 0.05}))
+    assert [v.outcome for v in away] == [FAILS, FAILS] and "after AI vs after pruning" in away[0].why
+    slower = e4_modern.c4_conv(synthetic_e4(ai_loss=2.0))
+    assert [v.outcome for v in slower] == [FAILS, FAILS] and "early training loss" in slower[0].why
+    worse = e4_modern.c4_conv(synthetic_e4({**ERRORS, "ldi_ai": 9.0}))
+    assert [v.outcome for v in worse] == [FAILS, FAILS] and "test error" in worse[0].why
+    assert [v.outcome for v in e4_modern.c4_conv(synthetic_e4(seeds=(0,)))] == [UNSURE, UNSURE]
+    assert [v.outcome for v in e4_modern.c4_conv(None)] == [SKIPPED]
+
+
+def test_conv_claims_join_the_paper_e4_experiments_and_skip_without_runs():
+    for exp in e4_modern.EXPERIMENTS.values():
+        claims = [v.claim for rule in exp.rules for v in rule(None)]
+        assert claims == ["C3", "C4", "C8"]

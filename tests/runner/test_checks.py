@@ -68,6 +68,7 @@ BAD = [
     (["train.no_such_key=1"], "train.no_such_key"),
     (["init=vs_l,foo"], "init"),
     (["prune.sparsity=0.5,1.5"], "prune.sparsity"),
+    (["isometry=ai", "isometry.level=fourier"], "isometry.level"),
 ]
 
 

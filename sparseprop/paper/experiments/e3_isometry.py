@@ -61,14 +61,14 @@ def e3_training(metrics: pd.DataFrame, runs: pd.DataFrame) -> Any:
     return finish(fig, "E3: training with and without approximate isometry, MLP-7, SNIP 90%")
 
 
-def early_loss(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.Series:
-    """Per run: mean training loss over the first ``EARLY_FRACTION`` of training (lower = trains faster)."""
+def early_loss(metrics: pd.DataFrame, runs: pd.DataFrame, fraction: float = EARLY_FRACTION) -> pd.Series:
+    """Per run: mean training loss over the first ``fraction`` of training (lower = trains faster)."""
     if metrics.empty:
         return pd.Series(dtype=float)
     loss = metrics[(metrics.split == "train") & (metrics.name == "loss")]
     out = {}
     for run, its in zip(runs.run, runs.iterations):
-        r = loss[(loss.run == run) & (loss.step <= max(1, EARLY_FRACTION * its))]
+        r = loss[(loss.run == run) & (loss.step <= max(1, fraction * its))]
         if len(r):
             out[run] = float(r.value.mean())
     return pd.Series(out, dtype=float)

@@ -1,4 +1,4 @@
-"""E4 (claim C8): the paper's five methods on convolutional networks.
+"""E4 (claim C8, and C3 and C4 on conv nets): the paper's five methods on convolutional networks.
 
 ``e4_conv`` is CPU-sized (Fashion-MNIST, LeNet-5 and ResNet-8) and runs in every profile; ``e4_<net>`` are the
 paper's CIFAR-10 VGG-C and ResNet-32/56/110 and Tiny-ImageNet WRN-16 runs, GPU jobs that run only under the
@@ -14,7 +14,8 @@ import pandas as pd
 
 from sparseprop.paper.experiment import Experiment, Figure, Table, register
 from sparseprop.paper.figkit import ERROR_LABEL, finish, grouped_bars, isometry_line, panels, present
-from sparseprop.paper.judge import Verdict, less
+from sparseprop.paper.experiments.e3_isometry import early_loss
+from sparseprop.paper.judge import Verdict, distance_from_one, less
 from sparseprop.paper.labels import ARCH_LABELS, E4_METHODS, with_method
 from sparseprop.paper.profiles import QUICK_AI
 from sparseprop.paper.tables import ERROR, ERRORS, aggregate, usable
@@ -22,6 +23,9 @@ from sparseprop.paper.tables import ERROR, ERRORS, aggregate, usable
 VS_METHODS = ("VS-L", "VS-G", "VS-H")
 # Input-output JSV mean before training: after AI for LDI-AI, after pruning for the others.
 JSV_START = "jsv_pretrain_mean"
+# C4 "trains faster" on the conv nets: mean training loss over the first quarter of training. The loss is
+# recorded every 100 steps (`train.log_interval`), so the quick profile's 400 steps have one value there.
+CONV_EARLY_FRACTION = 0.25
 E4_COLOURS = {"VS-L": "tab:blue", "VS-G": "tab:purple", "VS-H": "tab:orange", "LDI": "tab:red", "LDI-AI": "tab:green"}
 
 
@@ -79,8 +83,79 @@ def c8(e4: dict[str, Any] | None, name: str = "E4") -> list[Verdict]:
     return out
 
 
+def _networks(e4: dict[str, Any] | None, diverged: bool) -> tuple[pd.DataFrame, list[str]]:
+    """E4's usable runs (with ``method`` and ``network``) and the networks among them, in the paper's order."""
+    runs = _runs(usable(e4["runs"], diverged=diverged)) if e4 else pd.DataFrame()
+    if runs.empty:
+        return runs, []
+    return runs, present(runs.network, list(ARCH_LABELS.values()))
+
+
+def _values(runs: pd.DataFrame, column: str) -> pd.Series:
+    """``column`` of ``runs`` as numbers (empty where it was not recorded)."""
+    return pd.to_numeric(runs[column], errors="coerce") if column in runs else pd.Series(dtype=float)
+
+
+def c3_conv(e4: dict[str, Any] | None, name: str = "E4") -> list[Verdict]:
+    """C3 on conv nets: SNIP pruning at orthogonal init (LDI) moves the input-output JSV away from 1 and spreads them."""
+    def verdict(net: str) -> Verdict:
+        return Verdict("C3", f"pruning breaks isometry, {net}", f"after pruning, Jacobian singular values of {net} "
+                       "shrink and spread",
+                       f"{name}: input-output JSV (logits with respect to the input, BatchNorm with its running "
+                       "statistics) after init and after SNIP pruning at 90%, LDI runs (orthogonal init), over seeds",
+                       "after SNIP the mean JSV is further from 1 (|log10 mean|) and the condition number larger than "
+                       "at init, beyond the seed spread (the rule of the MLP experiment E2)")
+
+    # Spectra are measured before training, so diverged runs count; LDI-AI runs share LDI's init and mask.
+    runs, nets = _networks(e4, diverged=True)
+    if not nets:
+        return [verdict("convolutional networks").skip(f"{name} has no completed runs")]
+    out = []
+    for net in nets:
+        ldi = runs[(runs.network == net) & (runs.method == "LDI")]
+        v = verdict(net)
+        v.checks = [less("|log10 mean JSV| init vs pruned", distance_from_one(_values(ldi, "jsv_init_mean")),
+                         distance_from_one(_values(ldi, "jsv_pruned_mean"))),
+                    less("condition number init vs pruned", _values(ldi, "jsv_init_condition"),
+                         _values(ldi, "jsv_pruned_condition"), digits=2)]
+        out.append(v)
+    return out
+
+
+def c4_conv(e4: dict[str, Any] | None, name: str = "E4") -> list[Verdict]:
+    """C4 on conv nets: AI after LDI pruning brings the JSV back towards 1, trains faster and generalises better."""
+    def verdict(net: str) -> Verdict:
+        return Verdict("C4", net, f"approximate isometry restores signal propagation in a pruned {net}: JSV back "
+                       "towards 1, faster training, lower error",
+                       f"{name}: LDI (orthogonal + SNIP 90%) against LDI-AI: input-output JSV, mean training loss over "
+                       f"the first {100 * CONV_EARLY_FRACTION:.0f}% of training, test error, over seeds",
+                       "LDI-AI's mean JSV closer to 1 after AI than after pruning, its early training loss and its test "
+                       "error below LDI's, each beyond the seed spread (the rule of the MLP experiment E3)")
+
+    measured, nets = _networks(e4, diverged=True)
+    if not nets:
+        return [verdict("convolutional networks").skip(f"{name} has no completed runs")]
+    out = []
+    for net in nets:
+        runs = measured[measured.network == net]
+        ai_measured = runs[runs.method == "LDI-AI"]
+        runs = runs[runs.status == "completed"]
+        ldi, ai = runs[runs.method == "LDI"], runs[runs.method == "LDI-AI"]
+        early = early_loss(e4["metrics"], runs, CONV_EARLY_FRACTION)
+        v = verdict(net)
+        v.checks = [
+            less("|log10 mean JSV| after AI vs after pruning", distance_from_one(_values(ai_measured, "jsv_isometry_mean")),
+                 distance_from_one(_values(ai_measured, "jsv_pruned_mean"))),
+            less("early training loss LDI-AI vs LDI", early.reindex(ai.run), early.reindex(ldi.run)),
+            less("test error % LDI-AI vs LDI", ai[ERROR], ldi[ERROR], digits=2),
+        ]
+        out.append(v)
+    return out
+
+
 TABLE_METRICS = {**ERRORS, "jsv_init_mean": "JSV mean (init)", "jsv_pruned_mean": "JSV mean (pruned)",
-                 "jsv_isometry_mean": "JSV mean (after AI)", "jsv_pruned_condition": "JSV condition (pruned)",
+                 "jsv_isometry_mean": "JSV mean (after AI)", "jsv_init_condition": "JSV condition (init)",
+                 "jsv_pruned_condition": "JSV condition (pruned)", "jsv_isometry_condition": "JSV condition (after AI)",
                  "ldi_residual_pruned": "LDI residual (pruned)"}
 
 # CPU-sized: LeNet-5 and ResNet-8 on Fashion-MNIST. The quick profile trains 400 steps of 128 and scores SNIP
@@ -97,7 +172,9 @@ CONV = register(Experiment(
     data=("fashion_mnist",),
     figures=(Figure("e4_conv", e4_figure),),
     tables=(Table("e4_conv", ("network", "method"), TABLE_METRICS),),
-    rules=(lambda e4: c8(e4, "E4 (LeNet-5, ResNet-8 on Fashion-MNIST)"),),
+    rules=(lambda e4: c3_conv(e4, "E4 (LeNet-5, ResNet-8 on Fashion-MNIST)"),
+           lambda e4: c4_conv(e4, "E4 (LeNet-5, ResNet-8 on Fashion-MNIST)"),
+           lambda e4: c8(e4, "E4 (LeNet-5, ResNet-8 on Fashion-MNIST)")),
 ))
 
 
@@ -113,7 +190,8 @@ def _paper(net: str, dataset: str, order: float) -> Experiment:
         data=(dataset,),
         figures=(Figure(f"e4_{net}", e4_figure),),
         tables=(Table(f"e4_{net}", ("network", "method"), TABLE_METRICS),),
-        rules=(lambda e4: c8(e4, f"E4 ({label})"),),
+        rules=(lambda e4: c3_conv(e4, f"E4 ({label})"), lambda e4: c4_conv(e4, f"E4 ({label})"),
+               lambda e4: c8(e4, f"E4 ({label})")),
     ))
 
 
