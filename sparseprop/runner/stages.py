@@ -41,6 +41,8 @@ class SignalStages:
             # Which training examples the raw spectra belong to, so they can be recomputed independently.
             self.spectra.update({"examples/io": io_idx.numpy(), "examples/layer": layer_idx.numpy()})
             self.extra["signal_io_examples"] = int(io_idx.numel())
+            # The BatchNorm mode every stage's spectra are measured in (``running_statistics`` below).
+            self.extra["signal_batchnorm"] = "running"
 
     def stage_hook(self, stage: str, step: int = 0) -> None:
         """Measure signal propagation at ``stage`` if asked to, and record it."""

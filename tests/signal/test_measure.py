@@ -141,4 +141,5 @@ def test_signal_examples_auto_is_every_training_example_for_an_mlp(tmp_path):
     n_train = data.load("digits").x_train.shape[0]
     raw = records.read_npz(tmp_path / "spectra.npz")
     assert summary["signal_io_examples"] == n_train
+    assert summary["signal_batchnorm"] == "running"  # the mode the spectra were measured in
     assert raw["examples/io"].tolist() == list(range(n_train))  # all, in order
