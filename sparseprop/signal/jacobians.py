@@ -2,8 +2,7 @@
 
 ``io_singular_values`` and ``layer_singular_values`` look the model's class up in ``FAST_PATHS``
 (``mlp_fast`` registers the MLP's); every other model gets the generic path for the
-input-output Jacobian (batched backward passes), and layerwise Jacobians are refused with a clear error (no generic
-layerwise path exists yet).
+input-output Jacobian (batched backward passes); ``layer_operator`` estimates layerwise spectra of any network.
 """
 
 from __future__ import annotations
@@ -157,18 +156,25 @@ def io_singular_values(model: nn.Module, x: torch.Tensor, chunk_size: int | None
     return _generic_io_singular_values(model, x, chunk)
 
 
+def has_layer_path(model: nn.Module) -> bool:
+    """Whether the model's class registered an exact layerwise path (else ``layer_operator`` estimates them)."""
+    fast = fast_paths(model)
+    return fast is not None and fast.layers is not None
+
+
 @torch.no_grad()
 def layer_singular_values(model: nn.Module, x: torch.Tensor, chunk_size: int | None = None) -> list[torch.Tensor]:
     """Per layer, per-example singular values (N, min(out, in)), descending, float64, of J^l = diag(φ'(h^l)) (C^l⊙W^l).
 
     The last layer has no activation, so its Jacobian is its weight, the same for every example.
-    Only architectures that registered a layerwise path are supported.
+    Only architectures that registered an exact layerwise path (MLPs); ``layer_operator.layer_spectra``
+    estimates them for any network.
     """
     fast = fast_paths(model)
     if fast is None or fast.layers is None:
         raise SparsepropError(
-            f"layerwise Jacobians are supported for MLPs only so far, not {type(model).__name__}; "
-            "use io_singular_values or the data-free weight_singular_values for this architecture"
+            f"exact layerwise singular values are computed for MLPs only, not {type(model).__name__}; "
+            "sparseprop.signal.layer_operator.layer_spectra estimates them for any network"
         )
     return fast.layers(model, x.to(next(model.parameters()).device), chunk_size)
 
