@@ -25,8 +25,8 @@ spaces, gives a k x k bidiagonal B whose singular values (Ritz values) estimate 
   start vector's spectral measure, whose expectation over Rademacher starts is the spectrum's histogram
   (stochastic Lanczos quadrature): pooled over the examples they give the estimated distribution.
 
-Arithmetic is float64; the operator is applied in the model's precision, so in a float32 network values
-below about 1e-6 of a layer's largest are numerically zero.
+The operator and the Lanczos bases are in the model's precision, the bidiagonal and its SVD in float64,
+so in a float32 network values below about 1e-6 of a layer's largest are numerically zero.
 """
 
 from __future__ import annotations
@@ -196,10 +196,17 @@ class Bidiagonal:
 
 
 def _orthogonalise(v: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """``v`` (N, d) minus its projection on the orthonormal rows of ``basis`` (N, j, d), twice for stability."""
+    """``v`` (N, d) minus its projection on the orthonormal rows of ``basis`` (N, j, d).
+
+    Classical Gram-Schmidt, repeated once where a pass removed most of the vector ("twice is enough",
+    Kahan and Parlett): the three-term recurrence has already removed most components, so the second
+    pass, which dominated the cost, is rarely needed.
+    """
     if basis.shape[1] == 0:
         return v
-    for _ in range(2):
+    before = v.norm(dim=1)
+    v = v - torch.bmm(torch.bmm(basis, v[:, :, None]).transpose(1, 2), basis)[:, 0]
+    if bool((v.norm(dim=1) < 0.7 * before).any()):
         v = v - torch.bmm(torch.bmm(basis, v[:, :, None]).transpose(1, 2), basis)[:, 0]
     return v
 
@@ -212,7 +219,7 @@ def _normalised(v: torch.Tensor, basis: torch.Tensor, tol: torch.Tensor, gen: to
     if bool(broken.any()):
         fresh = torch.randn(v.shape, generator=gen, dtype=v.dtype).to(v.device)
         fresh = _orthogonalise(fresh, basis)
-        v = torch.where(broken[:, None], fresh / fresh.norm(dim=1, keepdim=True), v / norm.clamp_min(1e-300)[:, None])
+        v = torch.where(broken[:, None], fresh / fresh.norm(dim=1, keepdim=True), v / norm.clamp_min(torch.finfo(v.dtype).tiny)[:, None])
         return v, torch.where(broken, torch.zeros_like(norm), norm)
     return v / norm[:, None], norm
 
@@ -222,35 +229,40 @@ def bidiagonal_singular_values(forward: Callable[[torch.Tensor], torch.Tensor],
                                start: torch.Tensor, iterations: int, eps: float) -> Bidiagonal:
     """Golub-Kahan bidiagonalisation of N operators M_b: R^large -> R^small (small <= large) at once.
 
-    ``forward`` maps (N, large) to (N, small), ``adjoint`` back, both float64; ``start`` (N, small) are unit
-    start vectors; min(iterations, small) steps; ``eps`` the operator's relative rounding (restarts below it).
+    ``forward`` maps (N, large) to (N, small), ``adjoint`` back, in the dtype of ``start`` (N, small), the unit
+    start vectors, in which the bases are kept (the operator's precision: a float64 basis would double the
+    cost of the reorthogonalisation, which dominates, for no accuracy a float32 operator has); the
+    coefficients and the bidiagonal's SVD are float64. min(iterations, small) steps; ``eps`` the operator's
+    relative rounding (restarts below it).
     """
     n = start.shape[0]
     k = max(1, min(int(iterations), small))
-    dtype, device = torch.float64, start.device
+    work, dtype, device = start.dtype, torch.float64, start.device
     gen = torch.Generator().manual_seed(1)
-    P = torch.zeros(n, k, small, dtype=dtype, device=device)
-    Q = torch.zeros(n, k, large, dtype=dtype, device=device)
+    P = torch.zeros(n, k, small, dtype=work, device=device)
+    Q = torch.zeros(n, k, large, dtype=work, device=device)
     alpha = torch.zeros(n, k, dtype=dtype, device=device)
     beta = torch.zeros(n, k + 1, dtype=dtype, device=device)
     scale = torch.zeros(n, dtype=dtype, device=device)
-    p = start.to(dtype)
+    p = start
     for j in range(k):
         P[:, j] = p
         q = adjoint(p)
         if j > 0:
-            q = q - beta[:, j, None] * Q[:, j - 1]
+            q = q - beta[:, j, None].to(work) * Q[:, j - 1]
         q = _orthogonalise(q, Q[:, :j])
-        scale = torch.maximum(scale, q.norm(dim=1))
-        q, alpha[:, j] = _normalised(q, Q[:, :j], 10 * eps * scale, gen)
+        scale = torch.maximum(scale, q.norm(dim=1).double())
+        q, a = _normalised(q, Q[:, :j], (10 * eps * scale).to(work), gen)
+        alpha[:, j] = a.double()
         Q[:, j] = q
-        r = forward(q) - alpha[:, j, None] * p
+        r = forward(q) - a[:, None] * p
         r = _orthogonalise(r, P[:, :j + 1])
         if j + 1 < k:
-            scale = torch.maximum(scale, r.norm(dim=1))
-            p, beta[:, j + 1] = _normalised(r, P[:, :j + 1], 10 * eps * scale, gen)
+            scale = torch.maximum(scale, r.norm(dim=1).double())
+            p, b = _normalised(r, P[:, :j + 1], (10 * eps * scale).to(work), gen)
+            beta[:, j + 1] = b.double()
         else:
-            beta[:, k] = r.norm(dim=1)  # the residual: zero when the whole space was spanned
+            beta[:, k] = r.norm(dim=1).double()  # the residual: zero when the whole space was spanned
     b = torch.diag_embed(alpha) + torch.diag_embed(beta[:, 1:k], offset=-1)
     # An example whose operator is not finite (a diverged network) gets NaNs, counted as non-finite later.
     values, weights, bounds = (torch.full((n, k), math.nan, dtype=dtype, device=device) for _ in range(3))
@@ -277,18 +289,17 @@ def layer_spectrum(layer: LayerMap, iterations: int = ITERATIONS, seeds: list[in
 
     def jac(v: torch.Tensor) -> torch.Tensor:  # (N, d_in) -> (N, d_out)
         with torch.no_grad():
-            out = layer.linear(v.to(op_dtype).reshape(n, *in_shape)).reshape(n, d_out)
-        return (out if slopes is None else out * slopes).double()
+            out = layer.linear(v.reshape(n, *in_shape)).reshape(n, d_out)
+        return out if slopes is None else out * slopes
 
     def jac_t(u: torch.Tensor) -> torch.Tensor:  # (N, d_out) -> (N, d_in)
-        u = u.to(op_dtype) if slopes is None else u.to(op_dtype) * slopes
-        (v,) = transpose(u.reshape(n, *out_shape))
-        return v.detach().reshape(n, d_in).double()
+        (v,) = transpose((u if slopes is None else u * slopes).reshape(n, *out_shape))
+        return v.detach().reshape(n, d_in)
 
     small = min(d_in, d_out)
     seeds = list(range(n)) if seeds is None else seeds
     start = torch.stack([torch.randint(0, 2, (small,), generator=torch.Generator().manual_seed(s)) for s in seeds])
-    start = (start.double() * 2 - 1).to(x.device) / math.sqrt(small)
+    start = ((start.double() * 2 - 1) / math.sqrt(small)).to(device=x.device, dtype=op_dtype)
     eps = float(torch.finfo(op_dtype).eps)
     if d_out <= d_in:  # M = J: input -> output, the smaller space is the output
         return bidiagonal_singular_values(jac, jac_t, d_out, d_in, start, iterations, eps)

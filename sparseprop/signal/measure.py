@@ -11,7 +11,7 @@ import torch
 
 from sparseprop.errors import SparsepropError
 from sparseprop.models.base import measuring
-from sparseprop.signal.jacobians import auto_io_examples, has_layer_path, io_singular_values, layer_singular_values
+from sparseprop.signal.jacobians import auto_io_examples, auto_layer_examples, has_layer_path, io_singular_values, layer_singular_values
 from sparseprop.signal.layer_operator import estimated_stats, layer_spectra
 from sparseprop.signal.spectra import spectrum_stats
 from sparseprop.signal.weights import isometry_residual, weight_matrices, weight_singular_values
@@ -24,6 +24,11 @@ HEADLINE = ("mean", "std", "min", "max", "condition", "median_example_condition"
 def io_examples(wanted: Any, model: torch.nn.Module) -> Any:
     """``signal.examples`` for ``model``: ``auto`` resolved (all where the model has a fast path), else as given."""
     return auto_io_examples(model) if wanted == "auto" else wanted
+
+
+def layer_examples(wanted: Any, model: torch.nn.Module) -> Any:
+    """``signal.layer_examples`` for ``model``: ``auto`` resolved (``auto_layer_examples``), else as given."""
+    return auto_layer_examples(model) if wanted == "auto" else wanted
 
 
 def choose_examples(n_total: int, wanted: Any, seed: int = 0) -> torch.Tensor:

@@ -161,10 +161,11 @@ def test_a_conv_batchnorm_net_is_measured_on_running_statistics_and_keeps_its_mo
 
 
 def test_signal_examples_auto_is_every_training_example_for_an_mlp(tmp_path):
-    summary = records.read_json(run(tmp_path, ["signal.examples=auto", "signal.stages=[init]",
-                                               "train.iterations=0"]) / "summary.json")
+    summary = records.read_json(run(tmp_path, ["signal.examples=auto", "signal.stages=[init]", "train.iterations=0",
+                                               "signal.layer_examples=auto"]) / "summary.json")
     n_train = data.load("digits").x_train.shape[0]
     raw = records.read_npz(tmp_path / "spectra.npz")
     assert summary["signal_io_examples"] == n_train
     assert summary["signal_batchnorm"] == "running"  # the mode the spectra were measured in
+    assert summary["signal_layer_examples"] == len(raw["examples/layer"]) == 200  # auto: the exact path's count
     assert raw["examples/io"].tolist() == list(range(n_train))  # all, in order
