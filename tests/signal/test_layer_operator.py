@@ -47,6 +47,13 @@ def test_the_chains_of_a_conv_bn_net_a_resnet_and_lenet5_are_as_stated():
     assert [m.name for m in maps][:3] == ["conv1", "stages.0.0.conv1", "stages.0.0.conv2"]
     # Stem and first convolutions: BN then ReLU; second convolutions: BN, the shortcut added, ReLU; fc alone.
     assert [m.ops for m in maps] == [["batch_norm", "relu"]] + [["batch_norm", "relu"], ["batch_norm", "add", "relu"]] * 3 + [[]]
+    wrn = build_model("wrn16", (3, 8, 8), 10, build_activation("relu"))
+    chains = {m.name: m.ops for m in lo.layer_maps(wrn, torch.randn(2, 3, 8, 8))}
+    # Pre-activation: the sum of a block goes on to the next block's BatchNorm and activation only where the
+    # next block has a projection shortcut (else the sum is also its identity shortcut) and at the end.
+    assert (chains["stages.0.0.shortcut"], chains["stages.0.0.conv1"], chains["stages.0.0.conv2"]) == (
+        ["add"], ["batch_norm", "relu"], ["add"])
+    assert chains["stages.0.1.conv2"] == chains["stages.2.1.conv2"] == ["add", "batch_norm", "relu"]
     lenet = build_model("lenet5", (1, 16, 16), 10, build_activation("tanh"))
     # Caffe's LeNet-5 has no activation after its convolutions: pooling follows them, outside the layer.
     assert [m.ops for m in lo.layer_maps(lenet, torch.randn(2, 1, 16, 16))] == [[], [], ["tanh"], []]
@@ -190,3 +197,14 @@ def test_a_weight_used_twice_is_refused_by_name():
 
     with pytest.raises(SparsepropError, match="hidden of Twice is used 2 times"):
         lo.layer_spectra(Twice(), torch.randn(3, 4))
+
+
+def test_a_float32_network_is_estimated_like_its_float64_copy_to_1e6_of_the_largest():
+    model = contract_net("conv_bn", seed=8)
+    x = example_inputs(model, 5, seed=8)
+    exact = lo.layer_spectra(model, x, iterations=64)
+    single = lo.layer_spectra(model.float(), x.float(), iterations=64)
+    for (_, _, a), (_, _, b) in zip(exact, single):
+        assert b.values.dtype == torch.float64
+        # float32 rounding (1.2e-7) over a few operations per step: about 1e-7 of the largest; 1e-6 leaves margin.
+        torch.testing.assert_close(b.values, a.values, rtol=0, atol=1e-6 * float(a.values.max()))
