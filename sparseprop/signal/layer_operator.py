@@ -40,7 +40,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from sparseprop.errors import SparsepropError
-from sparseprop.models.base import measuring, weight_layers
+from sparseprop.models.base import activations_per_example, measuring, weight_layers
 from sparseprop.signal.jacobians import CHUNK_BYTES, single_threaded
 from sparseprop.signal.spectra import QUANTILES, _quantile
 
@@ -116,8 +116,8 @@ def _elementwise(node: _Node, t: torch.Tensor) -> bool:
     if name in _UNARY:
         return node.args[0] is t and not any(isinstance(a, torch.Tensor) for a in others)
     if name in _ADD:
-        return any(isinstance(a, torch.Tensor) and a.shape == t.shape for a in others) or \
-            all(isinstance(a, (int, float)) for a in others)
+        # The other summand (a shortcut, a constant) is fixed; the shapes above rule out broadcasting t itself.
+        return all(isinstance(a, (torch.Tensor, int, float)) for a in others)
     if name in _SCALE:
         return all(isinstance(a, (int, float)) for a in others)
     return False
@@ -307,10 +307,11 @@ def layer_spectrum(layer: LayerMap, iterations: int = ITERATIONS, seeds: list[in
 
 
 def _chunk(model: nn.Module, x: torch.Tensor, iterations: int) -> int:
-    """Examples per chunk: the float64 Lanczos bases of the widest layer plus the recorded forward pass fit the budget."""
+    """Examples per chunk: the Lanczos bases of the widest layer (counted as float64) and the recorded forward
+    pass with every layer's inputs and slopes (about three copies of the activations) fit the budget."""
     maps = layer_maps(model, x[:1])
     widest = max(math.prod(m.x.shape[1:]) + math.prod(m.out_shape) for m in maps)
-    per_example = 8 * (min(iterations, widest) + 4) * widest + 4 * sum(math.prod(m.out_shape) * 3 for m in maps)
+    per_example = 8 * (min(iterations, widest) + 4) * widest + 3 * 8 * activations_per_example(model, tuple(x.shape[1:]))
     return max(1, CHUNK_BYTES // per_example)
 
 

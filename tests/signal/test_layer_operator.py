@@ -208,3 +208,15 @@ def test_a_float32_network_is_estimated_like_its_float64_copy_to_1e6_of_the_larg
         assert b.values.dtype == torch.float64
         # float32 rounding (1.2e-7) over a few operations per step: about 1e-7 of the largest; 1e-6 leaves margin.
         torch.testing.assert_close(b.values, a.values, rtol=0, atol=1e-6 * float(a.values.max()))
+
+
+def test_the_default_chunk_bounds_the_batch_whatever_the_number_of_examples(monkeypatch):
+    model = contract_net("conv_bn", seed=9)
+    seen: list[int] = []
+    model.conv1.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].shape[0]))
+    # A budget of three examples' Lanczos bases (32 + 4 vectors of the widest layer, conv1: 49 + 75 values)
+    # and activations (187 values, three copies): 40 examples go through in chunks of 3.
+    monkeypatch.setattr(lo, "CHUNK_BYTES", 3 * (8 * 36 * (49 + 75) + 3 * 8 * 187))
+    lo.layer_spectra(model, example_inputs(model, 40, seed=9))
+    assert seen[:2] == [1, 1]  # one example recorded, one traced, to size the chunk
+    assert seen[2:] == [3] * 13 + [1]
