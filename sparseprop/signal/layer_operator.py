@@ -79,7 +79,8 @@ class _Recorder(TorchFunctionMode):
         if isinstance(out, torch.Tensor):
             tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
             tensors += [t for a in args if isinstance(a, (list, tuple)) for t in a if isinstance(t, torch.Tensor)]
-            node = _Node(getattr(func, "__name__", str(func)), func, tuple(args), dict(kwargs), out, [id(t) for t in tensors])
+            name = getattr(func, "__name__", str(func))
+            node = _Node(name, func, tuple(args), dict(kwargs), out, [id(t) for t in tensors])
             for t in tensors:
                 self.consumers.setdefault(id(t), []).append(len(self.nodes))
             self.nodes.append(node)
@@ -211,7 +212,8 @@ def _orthogonalise(v: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     return v
 
 
-def _normalised(v: torch.Tensor, basis: torch.Tensor, tol: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _normalised(v: torch.Tensor, basis: torch.Tensor, tol: torch.Tensor,
+                gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(v/‖v‖, ‖v‖), where ‖v‖ <= tol (an exhausted Krylov space) gives a random unit vector orthogonal to
     ``basis`` and the coefficient 0 instead: the bidiagonal then decouples, its values stay Ritz values."""
     norm = v.norm(dim=1)
@@ -219,7 +221,8 @@ def _normalised(v: torch.Tensor, basis: torch.Tensor, tol: torch.Tensor, gen: to
     if bool(broken.any()):
         fresh = torch.randn(v.shape, generator=gen, dtype=v.dtype).to(v.device)
         fresh = _orthogonalise(fresh, basis)
-        v = torch.where(broken[:, None], fresh / fresh.norm(dim=1, keepdim=True), v / norm.clamp_min(torch.finfo(v.dtype).tiny)[:, None])
+        unit = v / norm.clamp_min(torch.finfo(v.dtype).tiny)[:, None]
+        v = torch.where(broken[:, None], fresh / fresh.norm(dim=1, keepdim=True), unit)
         return v, torch.where(broken, torch.zeros_like(norm), norm)
     return v / norm[:, None], norm
 
@@ -311,13 +314,14 @@ def _chunk(model: nn.Module, x: torch.Tensor, iterations: int) -> int:
     pass with every layer's inputs and slopes (about three copies of the activations) fit the budget."""
     maps = layer_maps(model, x[:1])
     widest = max(math.prod(m.x.shape[1:]) + math.prod(m.out_shape) for m in maps)
-    per_example = 8 * (min(iterations, widest) + 4) * widest + 3 * 8 * activations_per_example(model, tuple(x.shape[1:]))
+    activations = activations_per_example(model, tuple(x.shape[1:]))
+    per_example = 8 * (min(iterations, widest) + 4) * widest + 3 * 8 * activations
     return max(1, CHUNK_BYTES // per_example)
 
 
 def layer_spectra(model: nn.Module, x: torch.Tensor, iterations: int = ITERATIONS,
                   chunk_size: int | None = None) -> list[tuple[str, list[str], Bidiagonal]]:
-    """(weight layer name, its chain's operations, Lanczos estimate of J^l's spectrum on ``x``) of every weight layer."""
+    """(weight layer name, its chain's operations, Lanczos estimate of J^l's spectrum on ``x``), every weight layer."""
     x = x.to(next(model.parameters()).device)
     try:
         return _layer_spectra(model, x, iterations, chunk_size)

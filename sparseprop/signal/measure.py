@@ -11,7 +11,8 @@ import torch
 
 from sparseprop.errors import SparsepropError
 from sparseprop.models.base import measuring
-from sparseprop.signal.jacobians import auto_io_examples, auto_layer_examples, has_layer_path, io_singular_values, layer_singular_values
+from sparseprop.signal.jacobians import (auto_io_examples, auto_layer_examples, has_layer_path, io_singular_values,
+                                         layer_singular_values)
 from sparseprop.signal.layer_operator import estimated_stats, layer_spectra
 from sparseprop.signal.spectra import spectrum_stats
 from sparseprop.signal.weights import isometry_residual, weight_matrices, weight_singular_values
