@@ -40,7 +40,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from sparseprop.errors import SparsepropError
-from sparseprop.models.base import activations_per_example, measuring, weight_layers
+from sparseprop.models.base import activations_per_example, batch_norms, measuring, norm_mode, weight_layers
 from sparseprop.signal.jacobians import CHUNK_BYTES, single_threaded
 from sparseprop.signal.spectra import QUANTILES, _quantile
 
@@ -132,6 +132,10 @@ def _replace(node: _Node, old: torch.Tensor, new: torch.Tensor) -> tuple[tuple, 
 
 def layer_maps(model: nn.Module, x: torch.Tensor) -> list[LayerMap]:
     """Every weight layer's J^l on the examples ``x``, from one recorded forward pass in measuring mode."""
+    if norm_mode(model) == "batch" and batch_norms(model):
+        # With batch statistics an example's layer output depends on the other examples: no per-example J^l.
+        raise SparsepropError("layerwise Jacobians are measured with BatchNorm on its running statistics; "
+                              f"{type(model).__name__} is set to batch statistics")
     layers = weight_layers(model)
     recorder = _Recorder()
     with measuring(model), torch.no_grad(), recorder:

@@ -220,3 +220,16 @@ def test_the_default_chunk_bounds_the_batch_whatever_the_number_of_examples(monk
     lo.layer_spectra(model, example_inputs(model, 40, seed=9))
     assert seen[:2] == [1, 1]  # one example recorded, one traced, to size the chunk
     assert seen[2:] == [3] * 13 + [1]
+
+
+def test_batch_statistics_are_refused_and_the_runs_measuring_mode_is_running_statistics():
+    from sparseprop.models.base import set_norm_mode
+    from sparseprop.runner.stages import running_statistics
+
+    model = contract_net("conv_bn", seed=10)
+    set_norm_mode(model, "batch")
+    x = example_inputs(model, 3, seed=10)
+    with pytest.raises(SparsepropError, match="running statistics"):
+        lo.layer_maps(model, x)
+    with running_statistics(model):  # as every stage measures
+        assert [m.ops for m in lo.layer_maps(model, x)][0] == ["batch_norm", "tanh"]
