@@ -47,7 +47,7 @@ class TrainConf:
 class SignalConf:
     stages: list[str] = field(default_factory=lambda: ["init", "pruned", "isometry", "final"])
     examples: Any = "auto"
-    layer_examples: int = 200
+    layer_examples: Any = "auto"
     every: int = 0
 
 

@@ -132,8 +132,10 @@ def _check_root(cfg: DictConfig) -> None:
     # iterations=0 is a prune-only run (masks and spectra, no training), as the paper's mask figures need.
     _integer(cfg, "train.iterations", minimum=0, maximum=config.MAX_STEPS)
     for key in ("train.batch_size", "train.eval_interval", "train.checkpoint_interval", "train.log_interval",
-                "train.best_of_last", "signal.layer_examples"):
+                "train.best_of_last"):
         _integer(cfg, key)
+    if cfg.signal.layer_examples != "auto":
+        _integer(cfg, "signal.layer_examples")
     lo, hi = rng.seed_range()
     _integer(cfg, "seed", minimum=lo, maximum=hi)
     _integer(cfg, "train.shuffle_seed", minimum=config.GENERATOR_SEEDS[0], maximum=config.GENERATOR_SEEDS[1])
@@ -235,8 +237,8 @@ def check_sizes(cfg: DictConfig, chosen: dict[str, Options], memory_here: bool =
     if cfg.signal.stages or cfg.signal.every:
         if cfg.signal.examples not in ("all", "auto") and cfg.signal.examples > n_train:
             raise ConfigError("signal.examples", cfg.signal.examples, f"auto, all or at most {n_train:,}: {where}")
-        if cfg.signal.layer_examples > n_train:
-            raise ConfigError("signal.layer_examples", cfg.signal.layer_examples, f"at most {n_train:,}: {where}")
+        if cfg.signal.layer_examples != "auto" and cfg.signal.layer_examples > n_train:
+            raise ConfigError("signal.layer_examples", cfg.signal.layer_examples, f"auto or at most {n_train:,}: {where}")
     if pruner.uses_data:
         pruner.options.check_split(sizes[score_name][0], score_name)
         _check_batch_statistics(cfg, pruner.options, sizes[score_name][0])

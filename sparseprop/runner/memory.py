@@ -17,7 +17,7 @@ from sparseprop.runner import setup
 from sparseprop.models.base import activations_per_example
 from sparseprop.pruning.scoring import scoring_chunk
 from sparseprop.signal.jacobians import signal_memory
-from sparseprop.signal.measure import io_examples
+from sparseprop.signal.measure import io_examples, layer_examples
 
 # Evaluation goes through the network at most this many examples at a time (fewer for large networks).
 EVAL_CHUNK = train.EVAL_CHUNK
@@ -47,7 +47,7 @@ def memory_estimate(cfg: DictConfig, model: torch.nn.Module, shape: data.Dataset
     if cfg.signal.stages or cfg.signal.every:
         wanted = io_examples(cfg.signal.examples, model)
         n_io = n_train if wanted == "all" else min(n_train, int(wanted))
-        n_layer = min(n_train, int(cfg.signal.layer_examples))
+        n_layer = min(n_train, int(layer_examples(cfg.signal.layer_examples, model)))
         out["signal"] = signal_memory(model, in_features, n_io, n_layer)
     return out
 

@@ -36,11 +36,14 @@ class SignalStages:
         if cfg.signal.stages or cfg.signal.every:
             n = splits.x_train.shape[0]
             io_idx = propagation.choose_examples(n, propagation.io_examples(cfg.signal.examples, self.model))
-            layer_idx = propagation.choose_examples(n, cfg.signal.layer_examples)
+            layer_idx = propagation.choose_examples(n, propagation.layer_examples(cfg.signal.layer_examples, self.model))
             self.x_io, self.x_layer = splits.x_train[io_idx.to(self.device)], splits.x_train[layer_idx.to(self.device)]
             # Which training examples the raw spectra belong to, so they can be recomputed independently.
             self.spectra.update({"examples/io": io_idx.numpy(), "examples/layer": layer_idx.numpy()})
             self.extra["signal_io_examples"] = int(io_idx.numel())
+            self.extra["signal_layer_examples"] = int(layer_idx.numel())
+            # The BatchNorm mode every stage's spectra are measured in (``running_statistics`` below).
+            self.extra["signal_batchnorm"] = "running"
 
     def stage_hook(self, stage: str, step: int = 0) -> None:
         """Measure signal propagation at ``stage`` if asked to, and record it."""

@@ -11,7 +11,9 @@ import torch
 
 from sparseprop.errors import SparsepropError
 from sparseprop.models.base import measuring
-from sparseprop.signal.jacobians import auto_io_examples, io_singular_values, layer_singular_values
+from sparseprop.signal.jacobians import (auto_io_examples, auto_layer_examples, has_layer_path, io_singular_values,
+                                         layer_singular_values)
+from sparseprop.signal.layer_operator import estimated_stats, layer_spectra
 from sparseprop.signal.spectra import spectrum_stats
 from sparseprop.signal.weights import isometry_residual, weight_matrices, weight_singular_values
 
@@ -23,6 +25,11 @@ HEADLINE = ("mean", "std", "min", "max", "condition", "median_example_condition"
 def io_examples(wanted: Any, model: torch.nn.Module) -> Any:
     """``signal.examples`` for ``model``: ``auto`` resolved (all where the model has a fast path), else as given."""
     return auto_io_examples(model) if wanted == "auto" else wanted
+
+
+def layer_examples(wanted: Any, model: torch.nn.Module) -> Any:
+    """``signal.layer_examples`` for ``model``: ``auto`` resolved (``auto_layer_examples``), else as given."""
+    return auto_layer_examples(model) if wanted == "auto" else wanted
 
 
 def choose_examples(n_total: int, wanted: Any, seed: int = 0) -> torch.Tensor:
@@ -89,8 +96,21 @@ def measure(model: torch.nn.Module, x_io: torch.Tensor | None, x_layer: torch.Te
                     out.rows.append(_row(stage, step, "network", -1, "input_output", int(x_io.shape[0]), _nan_stats()))
         if x_layer is not None:
             try:
-                for layer, sv in enumerate(layer_singular_values(model, x_layer)):
-                    record("layer", layer, names[layer], int(sv.shape[0]), sv, f"layer {layer} JSV", f"layer{layer}")
+                if has_layer_path(model):
+                    for layer, sv in enumerate(layer_singular_values(model, x_layer)):
+                        record("layer", layer, names[layer], int(sv.shape[0]), sv, f"layer {layer} JSV", f"layer{layer}")
+                else:
+                    # Any other network: Lanczos estimates of each J^l applied as an operator (layer_operator).
+                    for layer, (_, _, est) in enumerate(layer_spectra(model, x_layer)):
+                        stats = estimated_stats(est)
+                        if stats["nonfinite"]:
+                            out.warnings.append(f"{stage} step {step} layer {layer} JSV: {stats['nonfinite']:.0f} of "
+                                                f"{stats['count'] + stats['nonfinite']:.0f} singular values are not finite")
+                        out.rows.append(_row(stage, step, "layer", layer, names[layer], int(est.values.shape[0]), stats))
+                        if keep_raw:
+                            out.raw.update({f"{stage}/layer{layer}": est.values.float().cpu().numpy(),
+                                            f"{stage}/layer{layer}_weights": est.weights.float().cpu().numpy(),
+                                            f"{stage}/layer{layer}_bounds": est.bounds.float().cpu().numpy()})
             except (SparsepropError, torch.linalg.LinAlgError) as exc:
                 failed("layerwise JSV", exc)
         residuals = isometry_residual(model)

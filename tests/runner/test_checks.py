@@ -187,6 +187,7 @@ MORE_BAD = [
     (["prune.batches=14"], "prune.batches"),  # 13 batches of 100 cover 1,294 examples
     (["signal.examples=1295"], "signal.examples"),
     (["signal.layer_examples=1295"], "signal.layer_examples"),
+    (["signal.layer_examples=some"], "signal.layer_examples"),
     (["signal.stages=[init,init]"], "signal.stages"),
     (["prune.dataset=mnist"], "prune.dataset"),  # 28x28 inputs against digits' 8x8
     (["figures=2"], "figures"),

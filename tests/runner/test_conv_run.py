@@ -99,15 +99,21 @@ def test_deterministic_mode_is_set_and_unset_per_run(monkeypatch):
 
 
 def test_signal_examples_auto_bounds_the_generic_path_and_is_recorded(tmp_path, monkeypatch):
-    from sparseprop.signal.jacobians import GENERIC_IO_EXAMPLES
+    from sparseprop.signal.jacobians import GENERIC_IO_EXAMPLES, OPERATOR_LAYER_EXAMPLES
 
-    summary = conv_run(tmp_path, monkeypatch, ["signal.examples=auto", "train.iterations=0",
+    summary = conv_run(tmp_path, monkeypatch, ["signal.examples=auto", "train.iterations=0", "signal.layer_examples=auto",
                                                 "signal.stages=[init,pruned]"])
-    # No layerwise path for this net: said once, not at every stage.
-    assert sum("layerwise" in w for w in summary["warnings"]) == 1, summary["warnings"]
+    # Layerwise spectra of a conv net: estimated by Lanczos on each layer's operator, no warning.
+    assert not any("layerwise" in w for w in summary["warnings"]), summary["warnings"]
+    assert summary["signal_batchnorm"] == "running"
     # digits' training split holds more than GENERIC_IO_EXAMPLES images; a conv net has no fast path.
     assert summary["signal_io_examples"] == GENERIC_IO_EXAMPLES
     sig = pd.read_csv(tmp_path / "signal.csv")
     assert set(sig[sig.scope == "network"].examples) == {GENERIC_IO_EXAMPLES}
+    layer = sig[sig.scope == "layer"]
+    assert layer.name.tolist() == ["conv1.weight", "conv2.weight", "fc.weight"] * 2 and set(layer.examples) == {OPERATOR_LAYER_EXAMPLES}
     raw = records.read_npz(tmp_path / "spectra.npz")
+    assert summary["signal_layer_examples"] == OPERATOR_LAYER_EXAMPLES == len(raw["examples/layer"])
+    # Raw estimates per layer: Ritz values with their quadrature weights and residual bounds.
+    assert raw["pruned/layer1"].shape == raw["pruned/layer1_weights"].shape == raw["pruned/layer1_bounds"].shape
     assert len(raw["examples/io"]) == GENERIC_IO_EXAMPLES == len(set(raw["examples/io"].tolist()))

@@ -160,6 +160,58 @@ def test_io_singular_values_of_contract_nets_match_float64_autograd_in_running_s
     assert_spectra_close(sv, autograd_io_singular_values(model.eval(), x))
 
 
+def pruned_conv_bn(seed: int) -> nn.Module:
+    """The tiny float64 conv + BatchNorm net with 60% of its conv and fc weights randomly pruned."""
+    model = contract_net("conv_bn", seed=seed)
+    params = prunable_parameters(model, include_bias=False)
+    gen = torch.Generator().manual_seed(seed)
+    apply_masks(params, random_masks(params, kept_count(sum(p.numel() for p in params.values()), 0.6), gen))
+    return model
+
+
+def test_generic_io_singular_values_of_a_pruned_conv_bn_net_are_exact_to_rtol_1e6() -> None:
+    model = pruned_conv_bn(seed=11)
+    x = example_inputs(model, 9, seed=11)
+    sv = io_singular_values(model, x)
+    expected = autograd_io_singular_values(model.eval(), x)
+    assert sv.shape == expected.shape == (9, 5)
+    # The Gram route's eigenvalues are exact to about 1e-16 of the largest squared singular value, so a
+    # singular value is exact to about sqrt(1e-16) = 1e-8 of its example's largest; 1e-7 leaves margin.
+    atol = 1e-7 * expected.amax(dim=1, keepdim=True)
+    assert torch.all((sv - expected).abs() <= 1e-6 * expected + atol)
+
+
+def test_generic_numerically_zero_singular_values_stay_below_the_stated_threshold() -> None:
+    model = contract_net("conv_bn", seed=12)
+    with torch.no_grad():  # two equal logits: every Jacobian has rank at most 4, its fifth singular value is 0
+        model.fc.weight[1] = model.fc.weight[0]
+    x = example_inputs(model, 4, seed=12)
+    sv = io_singular_values(model, x)
+    assert torch.all(sv[:, -1] <= 1e-7 * sv[:, 0])
+    torch.testing.assert_close(sv[:, :4], autograd_io_singular_values(model.eval(), x)[:, :4], rtol=1e-6, atol=0)
+
+
+def test_generic_chunks_give_the_same_values_and_bound_the_batch_whatever_the_number_of_examples() -> None:
+    model = contract_net("conv_bn", seed=13)
+    seen: list[int] = []
+    model.conv1.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].shape[0]))
+    x = example_inputs(model, 150, seed=13)
+    whole = io_singular_values(model, x, chunk_size=150)
+    assert seen == [150]
+    seen.clear()
+    chunked = io_singular_values(model, x, chunk_size=7)
+    assert seen == [7] * 21 + [3]
+    torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=1e-14)
+    # Unchunked by the caller, the chunk follows the per-example activations so that the three copies
+    # of a chunk's activations held by its backward passes fit the budget, whatever the number of examples.
+    chunk = jacobians.generic_chunk(model, model.in_shape)
+    assert 3 * 4 * jacobians.activations_per_example(model, model.in_shape) * chunk <= jacobians.CHUNK_BYTES
+    seen.clear()
+    io_singular_values(model, x)
+    passes = seen[1:]  # after the one-example pass that counts the activations
+    assert seen[0] == 1 and max(passes) == chunk < 150 and sum(passes) == 150
+
+
 def test_the_mlp_fast_path_agrees_with_the_generic_path() -> None:
     model = pruned_mlp("tanh", seed=7)
     x = torch.randn(6, 12, dtype=torch.float64)

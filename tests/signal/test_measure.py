@@ -97,10 +97,17 @@ def test_tracking_during_training(tmp_path):
 
 
 def test_unsupported_layerwise_is_a_warning_not_a_crash():
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
-    m = propagation.measure(model, torch.randn(5, 12), torch.randn(5, 12), "init")
-    assert any("layerwise" in w for w in m.warnings)
-    assert [r["scope"] for r in m.rows].count("weights") == 2
+    class Shared(torch.nn.Module):  # one weight used twice: no single layer Jacobian J^l
+        def __init__(self):
+            super().__init__()
+            self.hidden, self.out = torch.nn.Linear(12, 12), torch.nn.Linear(12, 3)
+
+        def forward(self, x):
+            return self.out(torch.tanh(self.hidden(torch.tanh(self.hidden(x)))))
+
+    m = propagation.measure(Shared(), torch.randn(5, 12), torch.randn(5, 12), "init")
+    assert any("layerwise" in w and "used 2 times" in w for w in m.warnings)
+    assert [r["scope"] for r in m.rows].count("weights") == 2 and [r["scope"] for r in m.rows].count("layer") == 0
 
 
 def test_nonfinite_spectrum_is_warned_and_run_goes_on():
@@ -130,15 +137,35 @@ def test_a_conv_batchnorm_net_is_measured_on_running_statistics_and_keeps_its_mo
     expected = spectrum_stats(reference)
     for key in ("mean", "min", "max", "q50", "median_example_condition"):
         assert io[0][key] == pytest.approx(expected[key], rel=1e-8), key
-    # Layerwise Jacobians have no generic path yet: skipped with a warning; the weights are measured per stated layer.
-    assert any("layerwise" in w for w in m.warnings)
+    # Layerwise rows: Lanczos estimates of J^l = D^l·BN^l·W^l (conv1 49 -> 75, conv2 75 -> 16, fc 16 -> 5).
+    assert not m.warnings
+    layer = [r for r in m.rows if r["scope"] == "layer"]
+    assert [(r["name"], r["examples"], r["count"]) for r in layer] == [
+        ("conv1.weight", 6, 6 * 49), ("conv2.weight", 6, 6 * 16), ("fc.weight", 6, 6 * 5)]
+    a1 = torch.tanh(model.bn1(model.conv1(x))).detach()
+    maps = [(lambda v: torch.tanh(model.bn1(model.conv1(v[None])))[0], x),
+            (lambda v: torch.tanh(model.bn2(model.conv2(v[None])))[0], a1),
+            (lambda v: model.fc(v[None])[0], torch.tanh(model.bn2(model.conv2(a1))).detach().flatten(1))]
+    for row, (f, inputs) in zip(layer, maps):
+        dense = torch.stack([torch.linalg.svdvals(torch.autograd.functional.jacobian(f, xi).reshape(-1, xi.numel()))
+                             for xi in inputs])
+        bounds = torch.as_tensor(m.raw[f"init/layer{row['layer']}_bounds"], dtype=torch.float64)
+        # The largest Ritz value is a lower bound within its residual bound; raw values are stored in float32.
+        assert dense.max() - bounds[:, 0].max() - 1e-6 * dense.max() <= row["max"] <= dense.max() * (1 + 1e-12)
+        assert row["min"] >= dense.min() * (1 - 1e-12)
+        assert m.raw[f"init/layer{row['layer']}"].shape == (6, min(32, dense.shape[1]))
+        if dense.shape[1] <= 32:  # the whole space is spanned: the extremes are exact
+            assert row["max"] == pytest.approx(float(dense.max()), rel=1e-10)
+            assert row["min"] == pytest.approx(float(dense.min()), rel=1e-8)
     assert [r["name"] for r in m.rows if r["scope"] == "weights"] == ["conv1.weight", "conv2.weight", "fc.weight"]
 
 
 def test_signal_examples_auto_is_every_training_example_for_an_mlp(tmp_path):
-    summary = records.read_json(run(tmp_path, ["signal.examples=auto", "signal.stages=[init]",
-                                               "train.iterations=0"]) / "summary.json")
+    summary = records.read_json(run(tmp_path, ["signal.examples=auto", "signal.stages=[init]", "train.iterations=0",
+                                               "signal.layer_examples=auto"]) / "summary.json")
     n_train = data.load("digits").x_train.shape[0]
     raw = records.read_npz(tmp_path / "spectra.npz")
     assert summary["signal_io_examples"] == n_train
+    assert summary["signal_batchnorm"] == "running"  # the mode the spectra were measured in
+    assert summary["signal_layer_examples"] == len(raw["examples/layer"]) == 200  # auto: the exact path's count
     assert raw["examples/io"].tolist() == list(range(n_train))  # all, in order
