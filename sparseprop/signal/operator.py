@@ -67,27 +67,30 @@ def circular_conv_singular_values(weight: torch.Tensor, grid: Sequence[int], str
     coarse = [n // s for n, s in zip(grid, stride)]
     cout, cin = w.shape[:2]
     taps = w.reshape(cout * cin, -1)  # (cout·cin, ∏k')
+    count = math.prod(coarse)
+    if taps.shape[1] == 1:
+        # One tap (a 1x1 kernel, or one split by its stride): K̂(ω) is the tap's matrix at every frequency.
+        sv = torch.linalg.svdvals(taps.reshape(cout, cin))
+        return torch.sort(sv.repeat(count), descending=True).values
     # A real kernel has K̂(−ω) = conj K̂(ω), with the same singular values: decompose one frequency of each
-    # such pair and count it twice; self-conjugate frequencies (ω = −ω) count once.
+    # such pair and count it twice. A self-conjugate frequency (ω = −ω: every ω_i is 0 or n_i/2) has a
+    # real K̂(ω), whose real SVD is several times cheaper than a complex one.
     freqs = torch.cartesian_prod(*[torch.arange(n) for n in coarse]).reshape(-1, d)
-    conj = (-freqs) % torch.tensor(coarse)
     flat = _flat_index(freqs, coarse)
-    conj_flat = _flat_index(conj, coarse)
-    keep = flat <= conj_flat
-    freqs, twice = freqs[keep], (flat < conj_flat)[keep]
+    conj_flat = _flat_index((-freqs) % torch.tensor(coarse), coarse)
     offsets = torch.cartesian_prod(*[torch.arange(k) for k in w.shape[2:]]).reshape(-1, d).to(torch.float64)
     scale = 2 * math.pi / torch.tensor(coarse, dtype=torch.float64)
     per_chunk = max(1, chunk_entries // max(1, cout * cin))
     values = []
-    for start in range(0, freqs.shape[0], per_chunk):
-        f = freqs[start:start + per_chunk].to(torch.float64) * scale  # (F, d)
-        phase = offsets @ f.T  # (∏k', F)
-        basis = torch.polar(torch.ones_like(phase), phase)
-        khat = (taps.to(torch.complex128) @ basis).reshape(cout, cin, -1).permute(2, 0, 1)  # (F, cout, cin)
-        values.append(torch.linalg.svdvals(khat))
-    sv = torch.cat(values) if values else torch.zeros(0, min(cout, cin), dtype=torch.float64)
-    sv = torch.cat([sv.flatten(), sv[twice].flatten()])
-    return torch.sort(sv, descending=True).values
+    for group, real in ((freqs[flat == conj_flat], True), (freqs[flat < conj_flat], False)):
+        for start in range(0, group.shape[0], per_chunk):
+            phase = offsets @ (group[start:start + per_chunk].to(torch.float64) * scale).T  # (∏k', F)
+            # cos(πm) is ±1 to rounding, and the imaginary part of a self-conjugate frequency is 0.
+            basis = torch.cos(phase) if real else torch.polar(torch.ones_like(phase), phase)
+            khat = (taps.to(basis.dtype) @ basis).reshape(cout, cin, -1).permute(2, 0, 1)  # (F, cout, cin)
+            sv = torch.linalg.svdvals(khat).flatten()
+            values += [sv] if real else [sv, sv]
+    return torch.sort(torch.cat(values), descending=True).values
 
 
 def _flat_index(index: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -158,3 +161,18 @@ def _operator_rank_bound(w: torch.Tensor, grid: Sequence[int], stride: Sequence[
 def has_convolutions(model: nn.Module) -> bool:
     """Whether any weight layer of ``model`` is a convolution (the nets whose operator spectra are recorded)."""
     return any(isinstance(module, nn.modules.conv._ConvNd) for _, module in weight_layers(model))
+
+
+def operator_singular_values(model: nn.Module, in_shape: Sequence[int]) -> list[torch.Tensor | SparsepropError]:
+    """Per weight layer, in order: its operator's singular values, or the SparsepropError saying why not.
+
+    ``in_shape`` is one example's shape; each convolution is taken on the grid its input has in the model.
+    """
+    grids = input_grids(model, in_shape)
+    out: list[torch.Tensor | SparsepropError] = []
+    for (_, module), grid in zip(weight_layers(model), grids):
+        try:
+            out.append(layer_operator_singular_values(module, grid))
+        except SparsepropError as exc:
+            out.append(exc)
+    return out

@@ -53,6 +53,8 @@ def assert_same_spectrum(got, want):
     (2, 3, 5, (8, 8), (2, 2)),
     (2, 2, 4, (6, 6), (2, 2)),  # even side: phases with fewer taps
     (3, 2, 3, (6, 6), (3, 1)),
+    (3, 4, 3, (5, 3), (1, 1)),  # odd sides: no frequency but 0 is its own conjugate
+    (2, 3, 3, (4, 4), (2, 2)),  # a 2x2 coarse grid: every frequency is its own conjugate (real K̂)
 ])
 def test_circular_conv_spectrum_is_that_of_the_explicit_operator(cin, cout, k, grid, stride):
     gen = torch.Generator().manual_seed(cin * 100 + cout * 10 + k)
