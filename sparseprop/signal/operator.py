@@ -61,9 +61,9 @@ def circular_conv_singular_values(weight: torch.Tensor, grid: Sequence[int], str
     stride = [int(stride)] * d if isinstance(stride, int) else [int(s) for s in stride]
     if len(grid) != d or len(stride) != d:
         raise ValueError(f"a {d}-d kernel needs a {d}-d grid and stride, got grid {grid} and stride {stride}")
-    if any(n % s for n, s in zip(grid, stride)):
-        raise SparsepropError(f"input grid {tuple(grid)} is not a multiple of the stride {tuple(stride)}")
-    w = polyphase(weight.detach().to(torch.float64), stride)
+    _check_stride(grid, stride)
+    # On the CPU whatever the network's device: float64 decompositions of small matrices, deterministic.
+    w = polyphase(weight.detach().to(device="cpu", dtype=torch.float64), stride)
     coarse = [n // s for n, s in zip(grid, stride)]
     cout, cin = w.shape[:2]
     taps = w.reshape(cout * cin, -1)  # (cout·cin, ∏k')
@@ -91,6 +91,11 @@ def circular_conv_singular_values(weight: torch.Tensor, grid: Sequence[int], str
             sv = torch.linalg.svdvals(khat).flatten()
             values += [sv] if real else [sv, sv]
     return torch.sort(torch.cat(values), descending=True).values
+
+
+def _check_stride(grid: Sequence[int], stride: Sequence[int]) -> None:
+    if any(int(n) % int(s) for n, s in zip(grid, stride)):
+        raise SparsepropError(f"input grid {tuple(grid)} is not a multiple of the stride {tuple(stride)}")
 
 
 def _flat_index(index: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -141,12 +146,13 @@ def layer_operator_singular_values(module: nn.Module, grid: tuple[int, ...] | No
             raise SparsepropError(f"dilation={tuple(module.dilation)} is not handled (only 1)")
         if grid is None:
             raise SparsepropError("its input grid is unknown (the layer was not reached by a forward pass)")
+        _check_stride(grid, module.stride)
         if not torch.isfinite(w).all():
             return torch.full((_operator_rank_bound(w, grid, module.stride),), float("nan"), dtype=torch.float64)
         return circular_conv_singular_values(w, grid, tuple(module.stride))
     if w.dim() != 2:
         raise SparsepropError(f"a {type(module).__name__} weight of shape {tuple(w.shape)} is neither a matrix nor a convolution")
-    m = w.double()
+    m = w.to(device="cpu", dtype=torch.float64)
     if not torch.isfinite(m).all():
         return torch.full((min(m.shape),), float("nan"), dtype=torch.float64)
     return torch.linalg.svdvals(m)

@@ -56,3 +56,13 @@ def test_a_network_without_a_stated_input_shape_takes_it_from_the_examples():
     m = propagation.measure(net, None, None, "init")
     assert not [r for r in m.rows if r["scope"] == "operator"]
     assert any("input shape" in w for w in m.warnings)
+
+
+def test_a_non_finite_kernel_gives_a_row_of_non_finite_values_and_a_warning():
+    net = TinyConvBN(in_shape=(1, 8, 8))
+    with torch.no_grad():
+        net.conv2.weight[0, 0, 0, 0] = float("nan")
+    m = propagation.measure(net, None, None, "init")
+    row = [r for r in m.rows if r["scope"] == "operator" and r["layer"] == 1][0]
+    assert row["nonfinite"] == 4 * 9 and row["count"] == 0  # every value of the operator, none of them finite
+    assert any("layer 1 operator" in w and "not finite" in w for w in m.warnings)
