@@ -66,3 +66,16 @@ def test_a_non_finite_kernel_gives_a_row_of_non_finite_values_and_a_warning():
     row = [r for r in m.rows if r["scope"] == "operator" and r["layer"] == 1][0]
     assert row["nonfinite"] == 4 * 9 and row["count"] == 0  # every value of the operator, none of them finite
     assert any("layer 1 operator" in w and "not finite" in w for w in m.warnings)
+
+
+def test_grids_are_found_with_batchnorm_on_batch_statistics_and_the_running_ones_untouched():
+    from sparseprop.models.base import set_norm_mode
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(2 * 16, 4),
+                              torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 3))
+    set_norm_mode(net, "batch")
+    net.in_shape = (1, 4, 4)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    m = propagation.measure(net, None, None, "init")  # one example alone could not be normalised on its own statistics
+    assert [r["name"] for r in m.rows if r["scope"] == "operator"] == ["0.weight", "2.weight", "4.weight"]
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
