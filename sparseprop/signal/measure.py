@@ -106,11 +106,14 @@ def measure(model: torch.nn.Module, x_io: torch.Tensor | None, x_layer: torch.Te
             if in_shape is None:
                 out.warnings.append("operator spectra skipped: the network states no input shape and no examples were given")
             else:
-                for layer, sv in enumerate(operator_singular_values(model, in_shape)):
+                for layer, (grid, sv) in enumerate(operator_singular_values(model, in_shape)):
                     if isinstance(sv, SparsepropError):
                         failed(f"layer {layer} ({names[layer]}) operator spectrum", sv)
-                    else:
-                        record("operator", layer, names[layer], 0, sv, f"layer {layer} operator", f"operator{layer}")
+                        continue
+                    record("operator", layer, names[layer], 0, sv, f"layer {layer} operator", f"operator{layer}")
+                    if keep_raw and grid is not None:
+                        # The grid each convolution was taken on, so its spectrum can be recomputed independently.
+                        out.raw[f"grids/operator{layer}"] = np.array(grid, dtype=np.int64)
     return out
 
 

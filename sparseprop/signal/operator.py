@@ -169,16 +169,18 @@ def has_convolutions(model: nn.Module) -> bool:
     return any(isinstance(module, nn.modules.conv._ConvNd) for _, module in weight_layers(model))
 
 
-def operator_singular_values(model: nn.Module, in_shape: Sequence[int]) -> list[torch.Tensor | SparsepropError]:
-    """Per weight layer, in order: its operator's singular values, or the SparsepropError saying why not.
+def operator_singular_values(model: nn.Module, in_shape: Sequence[int]
+                             ) -> list[tuple[tuple[int, ...] | None, torch.Tensor | SparsepropError]]:
+    """Per weight layer, in order: its input grid (None for a dense layer) and its operator's singular values,
+    or the SparsepropError saying why not.
 
     ``in_shape`` is one example's shape; each convolution is taken on the grid its input has in the model.
     """
     grids = input_grids(model, in_shape)
-    out: list[torch.Tensor | SparsepropError] = []
+    out: list[tuple[tuple[int, ...] | None, torch.Tensor | SparsepropError]] = []
     for (_, module), grid in zip(weight_layers(model), grids):
         try:
-            out.append(layer_operator_singular_values(module, grid))
+            out.append((grid, layer_operator_singular_values(module, grid)))
         except SparsepropError as exc:
-            out.append(exc)
+            out.append((grid, exc))
     return out

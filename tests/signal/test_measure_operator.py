@@ -29,6 +29,8 @@ def test_a_conv_net_gets_an_operator_row_and_raw_values_per_weight_layer():
         assert raw.shape == want.shape
         assert torch.allclose(torch.from_numpy(raw).double(), want, rtol=1e-6, atol=1e-7)  # stored as float32
     assert not m.warnings
+    assert m.raw["grids/operator0"].tolist() == [8, 8] and m.raw["grids/operator1"].tolist() == [6, 6]
+    assert "grids/operator2" not in m.raw  # a dense layer has no grid
 
 
 def test_a_layer_that_cannot_be_measured_is_skipped_with_its_reason_and_the_others_are_not():
