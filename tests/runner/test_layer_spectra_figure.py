@@ -72,15 +72,25 @@ def test_a_conv_run_records_operator_spectra_and_draws_them(tmp_path, monkeypatc
 
     monkeypatch.setattr("tests.runner.test_conv_run.SMALL",
                         [o for o in SMALL if not o.startswith(("figures=", "signal.stages=", "train.iterations="))]
-                        + ["figures=true", "signal.stages=[init,pruned]", "train.iterations=2"])
+                        + ["figures=true", "signal.stages=[init,pruned,final]", "train.iterations=2"])
     summary = conv_run(tmp_path, monkeypatch, ["batchnorm=running"])
     assert summary["status"] == "completed"
     sig = pd.read_csv(tmp_path / records.SIGNAL)
     op = sig[sig.scope == "operator"]
     # TinyConvBN on 8x8 digits: min(c_out, c_in·s²) values per frequency of the coarse grid; fc (10 x 36): 10.
-    assert sorted(op.stage.unique()) == ["init", "pruned"]
+    assert sorted(op.stage.unique()) == ["final", "init", "pruned"]
     assert op[op.stage == "pruned"].name.tolist() == ["conv1.weight", "conv2.weight", "fc.weight"]
     assert op[op.stage == "pruned"]["count"].tolist() == [64, 4 * 9, 10]
     spectra = records.read_npz(tmp_path / records.SPECTRA)
     assert {f"pruned/operator{i}" for i in range(3)} <= set(spectra)
     assert (tmp_path / "layer_spectra.png").is_file()
+    # Recomputed independently from the checkpoint: the explicit operator matrix of the stride-2 conv, float64.
+    import torch
+
+    from tests.signal.test_operator import reference
+
+    weight = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]["conv2.weight"]
+    grid = tuple(spectra["grids/operator1"].tolist())
+    want = reference(weight, grid, (2, 2))
+    assert grid == (6, 6)
+    np.testing.assert_allclose(spectra["final/operator1"], want.numpy(), rtol=1e-6, atol=1e-7 * float(want.max()))
