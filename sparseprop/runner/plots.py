@@ -175,7 +175,7 @@ def layer_spectra(spectra: dict[str, "np.ndarray"], bins: int = 48, title: str =
         lo, hi = lo - 0.5, hi + 0.5
     edges = np.linspace(lo, hi, bins + 1)
     width = edges[1] - edges[0]
-    y_edges = np.concatenate([[lo - 1.5 * width], edges])  # the zero row is drawn a little apart
+    y_edges = np.concatenate([[lo - 1.5 * width], edges])  # the zero row, 1.5 bins tall, below the rest
     n_layers = max(max(layers) + 1 for layers in found.values())
     fig, axes = plt.subplots(len(stages), len(scopes), squeeze=False, sharex=True, sharey=True,
                              figsize=(max(3.6, 1.6 + 0.05 * n_layers) * len(scopes) + 1, 2.3 * len(stages) + 0.6))
@@ -205,7 +205,9 @@ def layer_spectra(spectra: dict[str, "np.ndarray"], bins: int = 48, title: str =
     axes[0, 0].xaxis.set_major_locator(MaxNLocator(integer=True, nbins=12))
     axes[0, 0].yaxis.set_major_formatter(FuncFormatter(
         lambda y, _: "0" if y < lo - 0.5 * width else f"1e{y:g}" if float(y).is_integer() else f"{10 ** y:.2g}"))
-    axes[0, 0].set_yticks([lo - width] + [t for t in range(int(np.ceil(lo)), int(np.floor(hi)) + 1)])
+    decades = list(range(int(np.ceil(lo)), int(np.floor(hi)) + 1))
+    # A spectrum within a decade or two gets ticks between the powers of ten as well.
+    axes[0, 0].set_yticks([lo - width] + (decades if len(decades) >= 2 else list(np.linspace(lo, hi, 5)[1:])))
     fig.colorbar(mesh, ax=axes, label="share of the layer's singular values", shrink=0.9)
     fig.suptitle(title or "singular values per layer by stage (bottom row: zero)")
     return fig
