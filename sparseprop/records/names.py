@@ -33,7 +33,7 @@ HYDRA_OVERRIDES = f"{HYDRA_DIR}/overrides.yaml"
 # What Hydra writes at the top of a sweep directory: the sweep's config, its jobs' overrides included.
 SWEEP_CONFIG = "multirun.yaml"
 # The figures a run draws of itself, each as PNG and PDF (sparseprop.runner.plots.run_figures).
-FIGURES = ("training_curves", "layer_kept", "jsv_histogram", "layer_jsv", "jsv_training", "isometry_curve")
+FIGURES = ("training_curves", "layer_kept", "jsv_histogram", "layer_jsv", "layer_spectra", "jsv_training", "isometry_curve")
 FIGURE_FORMATS = ("png", "pdf")
 # Every record file a run writes besides its figures, its log, its lock and .hydra/.
 DATA_FILES = (SUMMARY, METRICS, LAYERS, SIGNAL, ISOMETRY, SPECTRA, CHECKPOINT, PREVIOUS_CHECKPOINT, COMPLETE)

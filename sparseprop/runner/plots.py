@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,84 @@ def layer_jsv(signal: pd.DataFrame, title: str = "") -> "plt.Figure":
     return fig
 
 
+# The per-layer spectra in spectra.npz, by scope, with what each panel shows.
+SPECTRUM_SCOPES = {"weights": "reshaped kernel C^l*W^l (out x in*k*k)",
+                   "operator": "layer operator (circular padding)",
+                   "layer": "layerwise Jacobian J^l (examples pooled)"}
+_LAYER_SPECTRUM = re.compile(r"^([a-z]+)/(" + "|".join(SPECTRUM_SCOPES) + r")(\d+)$")
+# Values below this fraction of the figure's largest are numerically zero: they share the bottom row.
+ZERO_FRACTION = 1e-7
+MIN_SHARE = 1e-4  # the colour scale's floor: rarer cells are drawn in its colour, empty ones left blank
+
+
+def layer_spectra(spectra: dict[str, "np.ndarray"], bins: int = 48, title: str = "") -> "plt.Figure":
+    """Heat strips of every layer's singular values: one panel per stage (rows) and scope (columns).
+
+    In a panel each layer is a column, each row a bin of log singular value (the bottom row holds the
+    zeros), and the colour is the share of that layer's values in the bin: readable for 110 layers,
+    where one line per layer would not be.
+    """
+    import numpy as np
+    from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    found: dict[tuple[str, str], dict[int, np.ndarray]] = {}
+    for key, values in spectra.items():
+        match = _LAYER_SPECTRUM.match(key)
+        if match and match[1] in STAGE_ORDER:
+            v = np.asarray(values, dtype=np.float64).ravel()
+            found.setdefault((match[1], match[2]), {})[int(match[3])] = v[np.isfinite(v)]
+    stages = [st for st in STAGE_ORDER if any(st == k[0] for k in found)]
+    scopes = [sc for sc in SPECTRUM_SCOPES if any(sc == k[1] for k in found)]
+    if not found:
+        raise ValueError("no per-layer spectra (<stage>/weights<l>, operator<l> or layer<l>)")
+    pooled = np.concatenate([v for layers in found.values() for v in layers.values()] + [np.zeros(1)])
+    high = pooled.max() if pooled.max() > 0 else 1.0
+    positive = pooled[pooled > high * ZERO_FRACTION]
+    low = positive.min() if len(positive) else high
+    lo, hi = np.log10(low), np.log10(high)
+    if hi - lo < 1e-3:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    width = edges[1] - edges[0]
+    y_edges = np.concatenate([[lo - 1.5 * width], edges])  # the zero row, 1.5 bins tall, below the rest
+    n_layers = max(max(layers) + 1 for layers in found.values())
+    fig, axes = plt.subplots(len(stages), len(scopes), squeeze=False, sharex=True, sharey=True,
+                             figsize=(max(3.6, 1.6 + 0.05 * n_layers) * len(scopes) + 1, 2.3 * len(stages) + 0.6))
+    norm = LogNorm(vmin=MIN_SHARE, vmax=1.0)
+    mesh = None
+    for i, st in enumerate(stages):
+        for j, sc in enumerate(scopes):
+            ax = axes[i, j]
+            share = np.zeros((bins + 1, n_layers))
+            for layer, v in found.get((st, sc), {}).items():
+                if not len(v):
+                    continue
+                zero = v <= high * ZERO_FRACTION
+                share[0, layer] = zero.mean()
+                logs = np.clip(np.log10(v[~zero]), lo, hi)
+                share[1:, layer] = np.histogram(logs, bins=edges)[0] / len(v)
+            mesh = ax.pcolormesh(np.arange(n_layers + 1) + 0.5, y_edges, np.ma.masked_equal(share, 0.0),
+                                 norm=norm, cmap="viridis", shading="flat")
+            ax.axhline(0.0, color="tab:red", ls=":", lw=1)  # singular value 1: isometry
+            ax.set_facecolor("white")
+            if i == 0:
+                ax.set_title(SPECTRUM_SCOPES[sc], fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"{st}\nsingular value")
+            if i == len(stages) - 1:
+                ax.set_xlabel("layer")
+    axes[0, 0].xaxis.set_major_locator(MaxNLocator(integer=True, nbins=12))
+    axes[0, 0].yaxis.set_major_formatter(FuncFormatter(
+        lambda y, _: "0" if y < lo - 0.5 * width else f"1e{y:g}" if float(y).is_integer() else f"{10 ** y:.2g}"))
+    decades = list(range(int(np.ceil(lo)), int(np.floor(hi)) + 1))
+    # A spectrum within a decade or two gets ticks between the powers of ten as well.
+    axes[0, 0].set_yticks([lo - width] + (decades if len(decades) >= 2 else list(np.linspace(lo, hi, 5)[1:])))
+    fig.colorbar(mesh, ax=axes, label="share of the layer's singular values", shrink=0.9)
+    fig.suptitle(title or "singular values per layer by stage (bottom row: zero)")
+    return fig
+
+
 def jsv_training(signal: pd.DataFrame, title: str = "") -> "plt.Figure":
     """Input–output singular values (mean ± std, min and max) against training step."""
     r = signal[(signal.scope == "network") & (signal.stage == "train")].sort_values("step")
@@ -186,6 +265,8 @@ def run_figures(run_dir: str | Path) -> list[Path]:
         spectra = records.read_npz(run_dir / records.SPECTRA)
         if any(k.endswith("/io") for k in spectra):
             written += _drawn(run_dir / records.SPECTRA, jsv_histogram, spectra, run_dir / "jsv_histogram")
+        if any(_LAYER_SPECTRUM.match(k) and k.split("/")[0] in STAGE_ORDER for k in spectra):
+            written += _drawn(run_dir / records.SPECTRA, layer_spectra, spectra, run_dir / "layer_spectra")
     signal_path = run_dir / records.SIGNAL
     if signal_path.is_file():
         signal = records.read_csv(signal_path)

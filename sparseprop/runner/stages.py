@@ -66,7 +66,8 @@ class SignalStages:
         every = self.cfg.signal.every
         if every and step % every == 0:
             with running_statistics(self.model):
-                m = propagation.measure(self.model, self.x_io, None, "train", step, keep_raw=False)
+                # Operator spectra are per stage only: on VGG-C they cost seconds, as much as the weights'.
+                m = propagation.measure(self.model, self.x_io, None, "train", step, keep_raw=False, operators=False)
             self.warn_once(m.warnings)
             self.signal_rows += m.rows
             self.write_signal()

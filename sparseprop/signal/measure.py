@@ -14,6 +14,7 @@ from sparseprop.models.base import measuring
 from sparseprop.signal.jacobians import (auto_io_examples, auto_layer_examples, has_layer_path, io_singular_values,
                                          layer_singular_values)
 from sparseprop.signal.layer_operator import estimated_stats, layer_spectra
+from sparseprop.signal.operator import has_convolutions, operator_singular_values
 from sparseprop.signal.spectra import spectrum_stats
 from sparseprop.signal.weights import isometry_residual, weight_matrices, weight_singular_values
 
@@ -57,8 +58,11 @@ def _row(stage: str, step: int, scope: str, layer: int, name: str, examples: int
 
 
 def measure(model: torch.nn.Module, x_io: torch.Tensor | None, x_layer: torch.Tensor | None, stage: str,
-            step: int = 0, keep_raw: bool = True) -> Measurement:
+            step: int = 0, keep_raw: bool = True, operators: bool = True) -> Measurement:
     """Input–output JSV on ``x_io``, layerwise JSV on ``x_layer`` (either may be None) and data-free weight spectra.
+
+    A network with convolutions also gets, if ``operators``, each weight layer's operator spectrum
+    (``scope=operator``: the circular-padding convolution on the layer's input grid, a dense layer's matrix).
 
     Measurements an architecture does not support yet are skipped with a warning in the result,
     never an exception: a run must not die because one statistic is unavailable.
@@ -116,6 +120,20 @@ def measure(model: torch.nn.Module, x_io: torch.Tensor | None, x_layer: torch.Te
         residuals = isometry_residual(model)
         for layer, (sv, res) in enumerate(zip(weight_singular_values(model), residuals)):
             record("weights", layer, names[layer], 0, sv, f"layer {layer} weights", f"weights{layer}", res)
+        if operators and has_convolutions(model):
+            in_shape = getattr(model, "in_shape", None) or next((tuple(x.shape[1:]) for x in (x_io, x_layer)
+                                                                 if x is not None), None)
+            if in_shape is None:
+                out.warnings.append("operator spectra skipped: the network states no input shape and no examples were given")
+            else:
+                for layer, (grid, sv) in enumerate(operator_singular_values(model, in_shape)):
+                    if isinstance(sv, SparsepropError):
+                        failed(f"layer {layer} ({names[layer]}) operator spectrum", sv)
+                        continue
+                    record("operator", layer, names[layer], 0, sv, f"layer {layer} operator", f"operator{layer}")
+                    if keep_raw and grid is not None:
+                        # The grid each convolution was taken on, so its spectrum can be recomputed independently.
+                        out.raw[f"grids/operator{layer}"] = np.array(grid, dtype=np.int64)
     return out
 
 
