@@ -157,11 +157,18 @@ def layer_spectra(spectra: dict[str, "np.ndarray"], bins: int = 48, title: str =
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     found: dict[tuple[str, str], dict[int, np.ndarray]] = {}
+    # Each value's weight: 1, except for estimated layerwise spectra (Ritz values with their quadrature
+    # weights in <stage>/layer<l>_weights, each example's summing to one).
+    weight_of: dict[tuple[str, str], dict[int, np.ndarray]] = {}
     for key, values in spectra.items():
         match = _LAYER_SPECTRUM.match(key)
         if match and match[1] in STAGE_ORDER:
             v = np.asarray(values, dtype=np.float64).ravel()
-            found.setdefault((match[1], match[2]), {})[int(match[3])] = v[np.isfinite(v)]
+            w = spectra.get(f"{key}_weights")
+            w = np.ones_like(v) if w is None else np.asarray(w, dtype=np.float64).ravel()
+            keep = np.isfinite(v) & np.isfinite(w)
+            found.setdefault((match[1], match[2]), {})[int(match[3])] = v[keep]
+            weight_of.setdefault((match[1], match[2]), {})[int(match[3])] = w[keep]
     stages = [st for st in STAGE_ORDER if any(st == k[0] for k in found)]
     scopes = [sc for sc in SPECTRUM_SCOPES if any(sc == k[1] for k in found)]
     if not found:
@@ -188,10 +195,12 @@ def layer_spectra(spectra: dict[str, "np.ndarray"], bins: int = 48, title: str =
             for layer, v in found.get((st, sc), {}).items():
                 if not len(v):
                     continue
+                w = weight_of[(st, sc)][layer]
+                total = w.sum() if w.sum() > 0 else 1.0
                 zero = v <= high * ZERO_FRACTION
-                share[0, layer] = zero.mean()
+                share[0, layer] = w[zero].sum() / total
                 logs = np.clip(np.log10(v[~zero]), lo, hi)
-                share[1:, layer] = np.histogram(logs, bins=edges)[0] / len(v)
+                share[1:, layer] = np.histogram(logs, bins=edges, weights=w[~zero])[0] / total
             mesh = ax.pcolormesh(np.arange(n_layers + 1) + 0.5, y_edges, np.ma.masked_equal(share, 0.0),
                                  norm=norm, cmap="viridis", shading="flat")
             ax.axhline(0.0, color="tab:red", ls=":", lw=1)  # singular value 1: isometry

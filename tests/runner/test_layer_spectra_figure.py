@@ -94,3 +94,17 @@ def test_a_conv_run_records_operator_spectra_and_draws_them(tmp_path, monkeypatc
     want = reference(weight, grid, (2, 2))
     assert grid == (6, 6)
     np.testing.assert_allclose(spectra["final/operator1"], want.numpy(), rtol=1e-6, atol=1e-7 * float(want.max()))
+
+
+def test_estimated_layer_spectra_are_weighted_by_their_quadrature_weights():
+    # Two examples' Ritz values of one layer with their quadrature weights (each example's sum to one).
+    spectra = {"pruned/weights0": np.array([1.0, 0.01]),
+               "pruned/layer0": np.array([[1.0, 0.1], [1.0, 0.01]]),
+               "pruned/layer0_weights": np.array([[0.9, 0.1], [0.5, 0.5]]),
+               "pruned/layer0_bounds": np.array([[0.1, 0.1], [0.1, 0.1]])}  # not a spectrum
+    fig = plots.layer_spectra(spectra, bins=30)
+    (_, y), (layer, _) = strips(fig)
+    assert layer[bin_of(1.0 - 1e-9, y), 0] == pytest.approx((0.9 + 0.5) / 2)
+    assert layer[bin_of(0.1, y), 0] == pytest.approx(0.1 / 2)
+    assert layer[bin_of(0.01, y), 0] == pytest.approx(0.5 / 2)
+    plots.plt.close(fig)
