@@ -77,10 +77,15 @@ def _training_examples(dataset: str) -> int:
 
 # Multiply-adds of one MLP-7 (width 100) example, the network the costs are measured on.
 MLP7_MACS = 784 * 100 + 5 * 100 * 100 + 100 * 10
+# Multiply-adds of one approximate-isometry step of MLP-7: M Mᵀ and A M of each (out, in) weight, out²·in each.
+MLP7_AI_MACS = 2 * (100 * 100 * 784 + 5 * 100 * 100 * 100 + 10 * 10 * 100)
 
 
 def network_macs(cfg: Any) -> tuple[int, int]:
-    """(multiply-adds of one example's forward pass, prunable weights) of the configured network, from its meta layout."""
+    """(multiply-adds of one example's forward pass, of one AI step) of the configured network, from its meta layout.
+
+    An AI step forms M Mᵀ and A M for every weight reshaped to M = (out, in·k·k): 2·out·(out·in·k·k) multiply-adds.
+    """
     import torch
     from torch import nn
 
@@ -106,25 +111,26 @@ def network_macs(cfg: Any) -> tuple[int, int]:
     finally:
         for h in hooks:
             h.remove()
-    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
-    return total, weights
+    ai = sum(2 * m.weight.shape[0] * m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    return total, ai
 
 
 def run_cost(cfg: Any, costs: Costs) -> float:
     """Estimated seconds of one run with config ``cfg`` on this machine's CPU (one thread).
 
     Everything costly is products over the weights: an MLP's costs scale with its parameter count, another
-    network's with its multiply-adds per example (against MLP-7's), and AI with its weights. Convolutions
+    network's with its multiply-adds per example (against MLP-7's), and AI with its step's multiply-adds. Convolutions
     run fewer multiply-adds a second than matrix products on a CPU, so for conv nets this is a lower bound.
     """
     n = _training_examples(cfg.dataset.name)
     if cfg.arch.name in ("mlp", "lenet300"):
         depth, width = int(cfg.arch.get("depth", 7)), int(cfg.arch.get("width", 100))
         scale = (784 * width + (depth - 2) * width * width + 10 * width) / MLP7_MACS
-        ai_scale, classes, batch, snip_batch = scale, 10, 100, 100
+        ai = 2 * (width * width * 784 + (depth - 2) * width**3 + 10 * 10 * width)
+        ai_scale, classes, batch, snip_batch = ai / MLP7_AI_MACS, 10, 100, 100
     else:
-        macs, weights = network_macs(cfg)
-        scale, ai_scale = macs / MLP7_MACS, weights / MLP7_MACS
+        macs, ai_macs = network_macs(cfg)
+        scale, ai_scale = macs / MLP7_MACS, ai_macs / MLP7_AI_MACS
         classes, batch, snip_batch = _classes(cfg.dataset.name), int(cfg.train.batch_size), int(cfg.prune.get("batch_size", 100))
         n = _split_size(cfg, n)
     its = int(cfg.train.iterations)

@@ -127,6 +127,18 @@ def test_signal_examples_auto_costs_all_examples_of_an_mlp_and_a_bounded_number_
     assert ratio == pytest.approx(GENERIC_IO_EXAMPLES / 54_000)
 
 
+def test_ai_cost_scales_with_the_products_of_an_ai_step():
+    # An AI step forms M Mᵀ and A M for each weight M = (out, in·k·k): 2·out²·in·k·k multiply-adds.
+    lenet5 = 2 * (20 * 20 * 25 + 50 * 50 * 500 + 500 * 500 * 800 + 10 * 10 * 500)
+    assert costs.network_macs(plans.compose(["dataset=fashion_mnist", "arch=lenet5"]))[1] == lenet5
+    c = costs.Costs(train_step=0, eval_example=0, snip_batch=0, io_example=0, layer_example=0, ai_step=1.0, per_run=0)
+    ai = ["prune=random", "train.iterations=0", "signal.stages=[]", "isometry=ai", "isometry.steps=10"]
+    mlp7 = costs.run_cost(plans.compose(["dataset=fashion_mnist", *ai]), c)
+    assert mlp7 == pytest.approx(10)  # the step is measured on MLP-7
+    assert costs.run_cost(plans.compose(["dataset=fashion_mnist", "arch=lenet5", *ai]), c) == pytest.approx(
+        10 * lenet5 / costs.MLP7_AI_MACS)
+
+
 def test_wall_estimate_divides_by_jobs_and_skips_finished_and_skipped_plans(tmp_path):
     c = costs.Costs(0, 0, 0, 0, 0, 0, per_run=10.0, per_sweep=5.0)
     a = plans.Plan("a", "quick", [], tmp_path, tmp_path, [plans.Job([], "x", cost_s=10.0),
