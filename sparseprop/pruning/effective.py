@@ -157,7 +157,8 @@ def effective_architecture(model: nn.Module, masks: Mapping[str, torch.Tensor] |
 
         def after(_m: nn.Module, _args: Any, out: torch.Tensor, name: str = name, conv: bool = conv) -> torch.Tensor:
             out = _AnyPerUnit.apply(out, conv)
-            out.retain_grad()
+            if out.requires_grad:  # a layer fed by no path from the input has no gradient to keep
+                out.retain_grad()
             outputs[name].append(out)
             return out
 
