@@ -119,3 +119,13 @@ def test_the_note_and_the_table_record_the_sculpted_architecture(tmp_path):
     assert row.kept_parameters_mean == 130_010 and row.effective_params_mean == 121_000
     assert row.best_val_test_error_pct_mean == pytest.approx(1.5)
     assert table[table.width == 100].iloc[0].kept_parameters_mean == 130_010
+
+
+@pytest.mark.parametrize("widen", ["0", "101", "true"])
+def test_a_bad_widening_of_lenet5_is_one_line(widen):
+    from sparseprop.cli import main as cli
+    from sparseprop.errors import SparsepropError
+
+    with pytest.raises(SparsepropError) as info:
+        cli.check(["arch=lenet5", f"arch.widen={widen}"])
+    assert "arch.widen" in str(info.value) and "[1, 100]" in str(info.value) and "\n" not in str(info.value)
