@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter
 
 from sparseprop.paper.experiment import Experiment, Figure, Table, register
 from sparseprop.paper.figkit import ERROR_LABEL, finish, panels
@@ -101,8 +102,9 @@ def e7_figure(runs: pd.DataFrame, layers: pd.DataFrame) -> Any:
             eff = float(pd.to_numeric(r[EFFECTIVE], errors="coerce").mean())
             ax.errorbar([eff], [err.mean()], yerr=[std], fmt="o", mfc="none", capsize=3, color=ROLE_COLOURS[role],
                         label="sculpted, at its effective connections")
-    ax.set_xscale("log")
-    ax.set(xlabel="parameters kept (log)", ylabel=ERROR_LABEL, title="test error against parameters")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.margins(x=0.3)
+    ax.set(xlabel="parameters kept", ylabel=ERROR_LABEL, title="test error against parameters")
     ax.grid(alpha=0.3)
     return finish(fig, "E7: architecture sculpting (mean over seeds; bands: min to max; bars: ± std)")
 
