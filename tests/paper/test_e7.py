@@ -131,3 +131,12 @@ def test_a_bad_widening_of_lenet5_is_one_line(widen):
     assert "arch.widen" in str(info.value) and "[1, 100]" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(SparsepropError, match="arch.widen=True is not valid"):  # the typed schema: an integer
         cli.check(["arch=lenet5", "arch.widen=true"])
+
+
+def test_every_pair_explains_its_sculpted_architecture_in_the_report():
+    from sparseprop.paper import claims
+
+    res = synthetic.e7()
+    notes = claims.explanations({"e7_sculpting": res, "e7_sculpting_conv": res}, [e7.MLP, e7.CONV, e7.CIFAR])
+    assert notes["C7"].count("kept weights can carry signal") == 2
+    assert notes["C7"].index("MNIST") < notes["C7"].index("Fashion-MNIST")
