@@ -119,6 +119,8 @@ def test_the_note_and_the_table_record_the_sculpted_architecture(tmp_path):
     assert row.kept_parameters_mean == 130_010 and row.effective_params_mean == 121_000
     assert row.best_val_test_error_pct_mean == pytest.approx(1.5)
     assert table[table.width == 100].iloc[0].kept_parameters_mean == 130_010
+    text = (tmp_path / "e7_sculpting.md").read_text()
+    assert "| 1120010 ± 0 | 130010 ± 0 | 121000 ± 1000 |" in text  # prunable, kept, effective: whole counts
 
 
 @pytest.mark.parametrize("widen", ["0", "101"])
