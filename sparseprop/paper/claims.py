@@ -33,6 +33,6 @@ def explanations(results: dict[str, dict[str, Any]], experiments: Sequence[Exper
     for exp in experiments:
         for claim, note in exp.notes.items():
             text = note(results.get(exp.id))
-            if text:
-                out[claim] = text
+            if text:  # several experiments may explain one claim (E7's pairs): each adds its text
+                out[claim] = f"{out[claim]}\n{text}" if claim in out else text
     return out

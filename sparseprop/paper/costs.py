@@ -172,6 +172,6 @@ def _split_size(cfg: Any, default: int) -> int:
 
 
 # Keys whose values change what a run costs; jobs that agree on them share one composed config.
-COST_KEYS = ("prune", "isometry", "arch", "method", "arch.depth", "arch.width", "dataset", "train.iterations",
+COST_KEYS = ("prune", "isometry", "arch", "method", "arch.depth", "arch.width", "arch.widen", "dataset", "train.iterations",
              "isometry.steps", "signal.stages", "signal.examples", "signal.layer_examples", "prune.batches",
              "train.eval_interval")

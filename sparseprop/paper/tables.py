@@ -97,6 +97,7 @@ def table(spec: Table, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     if agg.empty:
         return agg, agg
     digits = {m: 3 for m in metrics if m.startswith(("jsv", "ldi"))}
+    digits.update({m: 0 for m in metrics if m.endswith(("parameters", "_params"))})  # counts: whole numbers
     return agg, readable(agg, by, metrics, digits)
 
 

@@ -24,14 +24,32 @@ from sparseprop.registry import Options, Registry
 
 @dataclass
 class PruneOptions(Options):
-    """Settings every criterion has: how much to remove, and whether biases count as prunable."""
+    """Settings every criterion has: how much to remove, and whether biases count as prunable.
+
+    ``keep``, when set, is the number of prunable entries kept (a parameter budget) and ``sparsity`` is not read.
+    """
 
     sparsity: float = 0.9
     include_bias: bool = True
+    keep: Optional[int] = None
 
     def check(self) -> None:
         if not (math.isfinite(self.sparsity) and 0 <= self.sparsity < 1):
             self.refuse("sparsity", "a number in [0, 1)")
+        if self.keep is not None and (isinstance(self.keep, bool) or self.keep < 1):
+            self.refuse("keep", "null or an integer >= 1 (the number of prunable entries kept)")
+
+    def kept(self, total: int) -> int:
+        """How many of ``total`` prunable entries the mask keeps: ``keep``, or round((1 − sparsity) · total).
+
+        A ConfigError when ``keep`` is more than there are.
+        """
+        if self.keep is None:
+            return kept_count(total, self.sparsity)
+        if self.keep > total:
+            self.refuse("keep", f"null or an integer in [1, {total:,}]: the network has {total:,} prunable parameters"
+                                f"{'' if self.include_bias else ' (weights only: include_bias=false)'}")
+        return int(self.keep)
 
 
 @dataclass
@@ -89,8 +107,8 @@ class Pruner:
         self.options = options
 
     def keep(self, params: dict[str, nn.Parameter]) -> int:
-        """How many prunable entries the mask keeps: round((1 − sparsity) · m)."""
-        return kept_count(sum(p.numel() for p in params.values()), self.options.sparsity)
+        """How many prunable entries the mask keeps: ``keep`` if set, else round((1 − sparsity) · m)."""
+        return self.options.kept(sum(p.numel() for p in params.values()))
 
     def scored_examples(self, n_train: int) -> int:
         """How many training examples scoring passes through the network (0 for data-free criteria)."""

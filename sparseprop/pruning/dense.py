@@ -19,6 +19,8 @@ class DenseOptions(PruneOptions):
         if self.sparsity != 0:
             self.refuse("sparsity", "prune=none removes nothing, so only 0; choose a criterion such as prune=snip "
                                     "or prune=random to remove weights")
+        if self.keep is not None:
+            self.refuse("keep", "null: prune=none keeps every entry; choose a criterion such as prune=snip to keep a count")
 
 
 @PRUNERS.register("none", schema=DenseOptions)

@@ -246,7 +246,9 @@ def check_sizes(cfg: DictConfig, chosen: dict[str, Options], memory_here: bool =
     net = memory.network(cfg, shape)
     inits.check(net.model, cfg.init.name)  # an init that cannot draw some layer of this network, from shapes alone
     m = net.prunable if pruner.options.include_bias else net.prunable_weights
-    if pruner.options.sparsity > 0 and pruning.kept_count(m, pruner.options.sparsity) == 0:
+    if pruner.options.keep is not None:
+        pruner.options.kept(m)  # a count of more entries than the network has is refused here, before any data loads
+    elif pruner.options.sparsity > 0 and pruning.kept_count(m, pruner.options.sparsity) == 0:
         most = 1 - 0.5 / m  # round((1 - s)·m) >= 1 exactly when (1 - s)·m >= 0.5
         pruner.options.refuse("sparsity", f"it keeps round((1 - s)·m) = 0 of the m = {m:,} prunable parameters; "
                                           f"use s < {most:.6g}")

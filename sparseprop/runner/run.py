@@ -64,7 +64,7 @@ class Run(SignalStages):
             "step": state.step, "iterations": cfg.train.iterations,
             "dataset": cfg.dataset.name, "arch": cfg.arch.name, "activation": cfg.activation.name,
             "init": cfg.init.name, "prune": cfg.prune.name, "isometry": cfg.isometry.name,
-            "sparsity_target": cfg.prune.sparsity, "seed": cfg.seed,
+            "sparsity_target": cfg.prune.sparsity, "keep_target": cfg.prune.get("keep"), "seed": cfg.seed,
             "prunable_parameters": total, "kept_parameters": kept,
             "sparsity": (1.0 - kept / total) if total else 0.0,
             **train.summarise_evals(state.evals, cfg.train.best_of_last),
@@ -129,12 +129,21 @@ class Run(SignalStages):
         if masks:
             pruning.apply_masks(self.params, masks)
         self.layers = layer_table(self.params, masks, sal)
+        self.record_effective_architecture()
         for row in self.layers:
             if row["kind"] == "weight" and row["kept"] == 0:
                 self.warn(f"{row['name']} lost all its weights: no signal passes this layer")
         records.write_csv(self.out / records.LAYERS, self.layers)
         self.stage_hook("pruned")
         self.apply_isometry()
+
+    def record_effective_architecture(self) -> None:
+        """Each weight's effective width and connections (layers.csv) and the network's totals (summary.json)."""
+        effective = pruning.effective_architecture(self.model, self.masks)
+        by_param = {layer.param: layer.record() for layer in effective.layers}
+        for row in self.layers:
+            row.update(by_param.get(row["name"], {}))
+        self.extra.update(effective.summary())
 
     def apply_isometry(self) -> None:
         """Run the configured isometry step; one that returns None (``none``) changed nothing and has no stage."""

@@ -168,3 +168,35 @@ def results() -> dict[str, dict[str, Any]]:
     """Every experiment's synthetic results, keyed by experiment id."""
     return {"e1_masks": e1(tanh_ratio={"vs_l": 0.3, "normal": 0.1}, inits=("vs_l", "normal")), "e2_init": e2(), "e3_isometry": e3(), "e4_conv": e4(), "e5_supervision": e5(), "e6_transfer": e6(),
             "sparsity_sweep": sweep()}
+
+
+# E7: per seed (0, 1, 2) the error moves by 0, +0.2, -0.2 points.
+E7_JITTER = (0.0, 0.2, -0.2)
+
+
+def e7(sculpted_error: float = 1.5, reference_error: float = 2.5, kept: int = 130_010,
+       seeds: Any = (0, 1, 2)) -> dict[str, Any]:
+    """Collected E7 runs: MLP-7-100 dense (130,010 parameters) and MLP-7-400 (1,120,010) pruned to ``kept``.
+
+    The sculpted runs' effective widths are 300 + 10 * seed in every hidden layer (10 at the output) and
+    their effective connections 120,000 + 1,000 * seed of 129,000 kept weights.
+    """
+    runs, layers = [], []
+    for width, seed in itertools.product((100, 400), seeds):
+        sculpted = width == 400
+        total = 784 * width + 5 * width * width + 10 * width + 6 * width + 10
+        err = (sculpted_error if sculpted else reference_error) + E7_JITTER[seed]
+        run = f"width={width},seed={seed}"
+        runs.append({**_row(run, width=width, init="orthogonal", seed=seed, sparsity_target=0.9),
+                     "prunable_parameters": total, "kept_parameters": kept if sculpted else total,
+                     "sparsity": 1 - (kept if sculpted else total) / total,
+                     "effective_params": 120_000 + 1_000 * seed if sculpted else total - 6 * width - 10,
+                     "kept_weights": 129_000 if sculpted else total - 6 * width - 10,
+                     "best_val_test_error_pct": err, "final_test_error_pct": err + 0.3, "best_last_test_error_pct": err - 0.1})
+        for i in range(7):
+            units = 10 if i == 6 else width
+            effective = units if not sculpted else (10 if i == 6 else 300 + 10 * seed)
+            layers.append({"run": run, "index": 2 * i, "name": f"layers.{i}.weight", "kind": "weight", "units": units,
+                           "effective_units": effective})
+            layers.append({"run": run, "index": 2 * i + 1, "name": f"layers.{i}.bias", "kind": "bias"})
+    return {"runs": pd.DataFrame(runs), "layers": pd.DataFrame(layers), "metrics": pd.DataFrame(), "masks": {}}
