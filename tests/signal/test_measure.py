@@ -138,7 +138,8 @@ def test_a_conv_batchnorm_net_is_measured_on_running_statistics_and_keeps_its_mo
     for key in ("mean", "min", "max", "q50", "median_example_condition"):
         assert io[0][key] == pytest.approx(expected[key], rel=1e-8), key
     # Layerwise rows: Lanczos estimates of J^l = D^l·BN^l·W^l (conv1 49 -> 75, conv2 75 -> 16, fc 16 -> 5).
-    assert not m.warnings
+    # (The stride-2 conv's operator spectrum is skipped on this 5x5 grid, with its own warning.)
+    assert [w for w in m.warnings if "operator spectrum skipped" not in w] == []
     layer = [r for r in m.rows if r["scope"] == "layer"]
     assert [(r["name"], r["examples"], r["count"]) for r in layer] == [
         ("conv1.weight", 6, 6 * 49), ("conv2.weight", 6, 6 * 16), ("fc.weight", 6, 6 * 5)]
