@@ -29,7 +29,7 @@ PROFILES: dict[str, Profile] = {
         "every experiment at reduced settings: 1,000 iterations, JSV on 1,000 examples (layerwise 100), AI 2,000 "
         "steps; 2 seeds for E1, E2, E3, 1 seed for E5, E6 and the sweep; MLP-3/7 in E5, MLP-7 in E6; sparsity "
         "10/50/90% in E1 (at VS-L and at N(0, 1), as in the paper profile) and 50/90/99% in the sweep; E4 on "
-        "Fashion-MNIST (LeNet-5, ResNet-8) with 400 iterations, 2 seeds; no E4 on CIFAR-10 / Tiny-ImageNet (GPU jobs); "
+        "Fashion-MNIST (LeNet-5, ResNet-8) with 400 iterations of 64, 2 seeds; no E4 on CIFAR-10 / Tiny-ImageNet (GPU jobs); "
         "E7 on MNIST (MLP-7-400 to MLP-7-100's count, 1,000 iterations) and Fashion-MNIST (LeNet-5 x2 to LeNet-5's "
         "count, 400 iterations), 2 seeds"),
     # The experiment files hold the paper's settings (10,000 iterations, 3 seeds, full signal measurements).
