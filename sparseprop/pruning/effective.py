@@ -33,6 +33,8 @@ from sparseprop.models.base import weight_layers
 ACTIVATION_TYPES = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Hardtanh, nn.SELU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid,
                     nn.Softplus, nn.Identity)
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+# A run warns when the effective sparsity exceeds the nominal one by more than this (one point).
+EFFECTIVE_GAP = 0.01
 
 
 @dataclass
@@ -57,9 +59,15 @@ class LayerReach:
         """Kept weights that can carry signal from the input to the output."""
         return int(self.effective.sum())
 
+    @property
+    def collapsed(self) -> bool:
+        """No kept weight of this layer lies on an input-output path: no signal passes it (layer collapse)."""
+        return self.effective_kept == 0
+
     def record(self) -> dict[str, Any]:
         """The layer's scalars, as layers.csv records them beside its weight."""
-        return {"units": self.units, "effective_units": self.effective_units, "effective_kept": self.effective_kept}
+        return {"units": self.units, "effective_units": self.effective_units, "effective_kept": self.effective_kept,
+                "effective_sparsity": 1.0 - self.effective_kept / self.weights, "collapsed": self.collapsed}
 
 
 @dataclass
@@ -83,6 +91,31 @@ class EffectiveArchitecture:
         """The effective width of every weight layer's output, in order."""
         return [layer.effective_units for layer in self.layers]
 
+    @property
+    def weights(self) -> int:
+        """Entries of all weights (biases are not connections)."""
+        return sum(layer.weights for layer in self.layers)
+
+    @property
+    def nominal_sparsity(self) -> float:
+        """The fraction of weights the masks remove."""
+        return 1.0 - self.kept_weights / self.weights
+
+    @property
+    def effective_sparsity(self) -> float:
+        """The fraction of weights that carry no signal from the input to the output (Vysogorets and Kempe 2023)."""
+        return 1.0 - self.effective_params / self.weights
+
+    @property
+    def collapsed(self) -> list[str]:
+        """The weights (parameter names) of the layers with no kept weight on an input-output path."""
+        return [layer.param for layer in self.layers if layer.collapsed]
+
+    @property
+    def cut_units(self) -> int:
+        """Output units of the weight layers cut off from the input or from the output."""
+        return sum(layer.units - layer.effective_units for layer in self.layers)
+
     def masks(self) -> dict[str, torch.Tensor]:
         """The effective masks by weight name: kept entries that carry signal."""
         return {layer.param: layer.effective for layer in self.layers}
@@ -90,7 +123,23 @@ class EffectiveArchitecture:
     def summary(self) -> dict[str, Any]:
         """The run-level scalars summary.json records."""
         return {"effective_params": self.effective_params, "kept_weights": self.kept_weights,
-                "effective_widths": " ".join(str(w) for w in self.widths)}
+                "effective_widths": " ".join(str(w) for w in self.widths),
+                "weight_sparsity": self.nominal_sparsity, "effective_sparsity": self.effective_sparsity,
+                "collapsed_layers": len(self.collapsed), "cut_units": self.cut_units}
+
+    def warnings(self, tolerance: float = EFFECTIVE_GAP) -> list[str]:
+        """Plain-language warnings: collapsed layers, and an effective sparsity more than ``tolerance`` above the nominal."""
+        out = []
+        if self.collapsed:
+            out.append(f"layer collapse: {', '.join(self.collapsed)} keep no weight on any input-output path, "
+                       "so the network's output does not depend on its input")
+        gap = self.effective_sparsity - self.nominal_sparsity
+        if gap > tolerance:
+            out.append(f"effective sparsity {100 * self.effective_sparsity:.2f}% exceeds the nominal "
+                       f"{100 * self.nominal_sparsity:.2f}% of the weights by {100 * gap:.2f} points: "
+                       f"{self.kept_weights - self.effective_params:,} kept weights and {self.cut_units:,} units are "
+                       "cut off from the input or the output")
+        return out
 
 
 class _AnyPerUnit(torch.autograd.Function):

@@ -91,8 +91,12 @@ def connection_sensitivity(model: nn.Module, params: dict[str, nn.Parameter], x:
 
 def sensitivity_and_scale(model: nn.Module, params: dict[str, nn.Parameter], x: torch.Tensor, y: torch.Tensor,
                           batches: list[torch.Tensor], target: str = "labels",
-                          chunk: int | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                          chunk: int | None = None,
+                          at: dict[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(connection sensitivity g_j as above, the same with the logit gradient replaced by the size of its terms).
+
+    ``at`` (None: the parameters' own values) are the values the gradients are multiplied by: FORCE
+    scores a pruned entry (zero in the network) by its initial value times the gradient there.
 
     BatchNorm is treated as the model's ``NORM_MODE`` says (``models.base.measuring``). With running
     statistics every example is independent, so the sum of batch means is computed in large chunks
@@ -105,12 +109,13 @@ def sensitivity_and_scale(model: nn.Module, params: dict[str, nn.Parameter], x: 
         chunk = scoring_chunk(activations_per_example(model, tuple(x.shape[1:])))
     with measuring(model):
         per_batch = norm_mode(model) == "batch"
-        return _sensitivity_and_scale(model, params, x, y, batches, target, chunk, per_batch)
+        return _sensitivity_and_scale(model, params, x, y, batches, target, chunk, per_batch, at)
 
 
 def _sensitivity_and_scale(model: nn.Module, params: dict[str, nn.Parameter], x: torch.Tensor, y: torch.Tensor,
                            batches: list[torch.Tensor], target: str, chunk: int,
-                           per_batch: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                           per_batch: bool, at: dict[str, torch.Tensor] | None = None
+                           ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     idx = torch.cat(batches)
     weights = torch.cat([torch.full((len(b),), 1.0 / len(b), dtype=torch.float64) for b in batches]).to(x.device, x.dtype)
     idx = idx.to(x.device)
@@ -131,8 +136,8 @@ def _sensitivity_and_scale(model: nn.Module, params: dict[str, nn.Parameter], x:
         # the same network would get from a loss whose gradient kept the full size of its terms.
         for k, g in zip(names, torch.autograd.grad((logits * (sizes * w[:, None])).sum(), tensors)):
             scale[k] += g
-    return ({k: (params[k].detach() * grads[k]) for k in names},
-            {k: (params[k].detach() * scale[k]) for k in names})
+    values = {k: (at[k] if at is not None else params[k]).detach() for k in names}
+    return ({k: values[k] * grads[k] for k in names}, {k: values[k] * scale[k] for k in names})
 
 
 def check_signal(scores: dict[str, torch.Tensor], scale: dict[str, torch.Tensor], target: str) -> None:

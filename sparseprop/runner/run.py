@@ -130,9 +130,6 @@ class Run(SignalStages):
             pruning.apply_masks(self.params, masks)
         self.layers = layer_table(self.params, masks, sal)
         self.record_effective_architecture()
-        for row in self.layers:
-            if row["kind"] == "weight" and row["kept"] == 0:
-                self.warn(f"{row['name']} lost all its weights: no signal passes this layer")
         records.write_csv(self.out / records.LAYERS, self.layers)
         self.stage_hook("pruned")
         self.apply_isometry()
@@ -144,6 +141,12 @@ class Run(SignalStages):
         for row in self.layers:
             row.update(by_param.get(row["name"], {}))
         self.extra.update(effective.summary())
+        for row in self.layers:
+            if row["kind"] == "weight" and row["kept"] == 0:
+                self.warn(f"{row['name']} lost all its weights: no signal passes this layer")
+        if self.masks:
+            for message in effective.warnings():
+                self.warn(message)
 
     def apply_isometry(self) -> None:
         """Run the configured isometry step; one that returns None (``none``) changed nothing and has no stage."""

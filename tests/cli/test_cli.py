@@ -98,6 +98,11 @@ def test_layer_collapse_is_warned_and_recorded(tmp_path):
         warnings.simplefilter("error", RuntimeWarning)  # e.g. numpy's mean of an empty slice
         summary = Run(cfg, tmp_path).execute()
     assert any("lost all its weights" in w for w in summary["warnings"])
+    assert any(w.startswith("layer collapse:") for w in summary["warnings"]) and summary["collapsed_layers"] >= 1
+    layers = pd.read_csv(tmp_path / "layers.csv")
+    weights = layers[layers["kind"] == "weight"]
+    assert weights["collapsed"].any() and (weights["effective_sparsity"] >= weights["sparsity"] - 1e-12).all()
+    assert summary["effective_sparsity"] >= summary["weight_sparsity"]
     # The run's figures are still drawn: a collapsed spectrum is labelled, not a numerical accident.
     assert not any("could not draw figures" in w for w in summary["warnings"])
     assert (tmp_path / "jsv_histogram.png").is_file()

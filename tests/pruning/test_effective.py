@@ -193,3 +193,35 @@ def test_grouped_convolution_reads_its_group_only():
     ours = effective_architecture(net, masks)
     assert ours.layers[0].effective_units == 3
     assert ours.layers[0].effective[:3].all() and not ours.layers[0].effective[3:].any()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_effective_sparsity_and_collapse_from_the_brute_force_paths(seed):
+    net = tiny_mlp(sizes=(9, 8, 7, 6, 4), seed=seed)
+    masks = weight_masks(net, 0.08, seed)
+    g, inputs, outputs = mlp_graph(net, masks)
+    eff, _ = brute_force(g, inputs, outputs, masks)
+    ours = effective_architecture(net, masks)
+    weights = sum(m.numel() for m in masks.values())
+    assert ours.nominal_sparsity == pytest.approx(1 - sum(int(m.sum()) for m in masks.values()) / weights, abs=1e-15)
+    assert ours.effective_sparsity == pytest.approx(1 - sum(int(e.sum()) for e in eff.values()) / weights, abs=1e-15)
+    assert ours.collapsed == [k for k, e in eff.items() if not e.any()]
+    for layer in ours.layers:
+        assert layer.record()["effective_sparsity"] == pytest.approx(1 - int(eff[layer.param].sum()) / layer.weights)
+
+
+def test_warnings_name_a_collapsed_layer_and_a_gap_of_more_than_a_point():
+    net = tiny_mlp(sizes=(9, 8, 7, 4))
+    full = {k: torch.ones_like(p, dtype=torch.bool) for k, p in models.prunable_parameters(net, False).items()}
+    assert effective_architecture(net, full).warnings() == []
+    cut = {k: m.clone() for k, m in full.items()}
+    cut["layers.1.weight"][:] = False
+    messages = effective_architecture(net, cut).warnings()
+    assert any(m.startswith("layer collapse: layers.0.weight, layers.1.weight, layers.2.weight") for m in messages)
+    # One hidden unit of the first layer loses its only way out: its 9 input weights carry nothing (9/156 > 1 point).
+    dead_end = {k: m.clone() for k, m in full.items()}
+    dead_end["layers.1.weight"][:, 0] = False
+    ours = effective_architecture(net, dead_end)
+    assert ours.effective_sparsity - ours.nominal_sparsity == pytest.approx(9 / (72 + 56 + 28))
+    assert any("effective sparsity" in m and "exceeds the nominal" in m for m in ours.warnings())
+    assert ours.cut_units == 1 and not ours.collapsed
