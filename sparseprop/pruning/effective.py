@@ -131,8 +131,9 @@ class EffectiveArchitecture:
         """Plain-language warnings: collapsed layers, and an effective sparsity more than ``tolerance`` above the nominal."""
         out = []
         if self.collapsed:
-            out.append(f"layer collapse: {', '.join(self.collapsed)} keep no weight on any input-output path, "
-                       "so the network's output does not depend on its input")
+            consequence = ("so the network's output does not depend on its input" if self.effective_params == 0 else
+                           "so no signal passes through them (what reaches the output bypasses them)")
+            out.append(f"layer collapse: {', '.join(self.collapsed)} keep no weight on any input-output path, {consequence}")
         gap = self.effective_sparsity - self.nominal_sparsity
         if gap > tolerance:
             out.append(f"effective sparsity {100 * self.effective_sparsity:.2f}% exceeds the nominal "

@@ -225,3 +225,13 @@ def test_warnings_name_a_collapsed_layer_and_a_gap_of_more_than_a_point():
     assert ours.effective_sparsity - ours.nominal_sparsity == pytest.approx(9 / (72 + 56 + 28))
     assert any("effective sparsity" in m and "exceeds the nominal" in m for m in ours.warnings())
     assert ours.cut_units == 1 and not ours.collapsed
+
+
+def test_a_collapsed_residual_block_is_bypassed_not_fatal():
+    net = models.build_model("resnet", (2, 8, 8), 5, models.build_activation("relu"), depth=8)
+    masks = {k: torch.ones_like(p, dtype=torch.bool) for k, p in models.prunable_parameters(net, False).items()}
+    masks["stages.1.0.conv2.weight"][:] = False
+    ours = effective_architecture(net, masks)
+    assert ours.collapsed == ["stages.1.0.conv1.weight", "stages.1.0.conv2.weight"] and ours.effective_params > 0
+    (message,) = [m for m in ours.warnings() if m.startswith("layer collapse")]
+    assert "bypasses them" in message
