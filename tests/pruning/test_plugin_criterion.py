@@ -53,7 +53,7 @@ def test_the_plugin_options_are_checked_by_the_plugin(last_layer):
 
     with pytest.raises(ConfigError, match=r"prune.keep_at_least=0 is not valid: an integer >= 1"):
         pruning.PRUNERS.options({"name": "last_layer", "keep_at_least": 0})
-    with pytest.raises(ConfigError, match=r"prune=last_layer has no setting 'target'.*prune=snip has it"):
+    with pytest.raises(ConfigError, match=r"prune=last_layer has no setting 'target'.*prune=snip have it"):
         pruning.PRUNERS.options({"name": "last_layer", "target": "labels"})
 
 
@@ -66,10 +66,10 @@ def test_the_plugin_criterion_runs_is_swept_listed_and_collected(tmp_path):
     assert bad.returncode == 2 and "prune=last_layer has no setting 'target'" in bad.stderr, bad.stderr
     # Without the plugin the option does not exist, and the error says which do.
     missing = run_cli("train", *TINY, "prune=last_layer")
-    assert missing.returncode == 2 and "choose one of none, random, snip" in missing.stderr, missing.stderr
+    assert missing.returncode == 2 and "choose one of grasp, iterative_snip, magnitude, none, random, snip, synflow" in missing.stderr, missing.stderr
 
     shown = run_cli("train", "--help", env=ENV)
-    assert shown.returncode == 0 and "prune: last_layer, none, random, snip" in shown.stdout, shown.stdout
+    assert shown.returncode == 0 and "prune: grasp, iterative_snip, last_layer, magnitude, none, random, snip, synflow" in shown.stdout, shown.stdout
 
     sweep_dir = tmp_path / "sweep"
     # Through joblib's worker processes, which must find the plugin's option classes to unpickle a job's config.

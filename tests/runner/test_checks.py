@@ -265,7 +265,7 @@ def test_a_group_setting_that_only_some_jobs_have_applies_to_those(overrides, pa
                                          "none); init=normal, init=vs_custom have it"),
     (["prune=none,snip", "prune.sparsity=0.5"], "prune.sparsity=0.5 is not valid: prune=none removes nothing"),
     (["prune=random,none", "prune.dataset=digits"], "prune=random has no setting 'dataset' (its settings: sparsity, "
-                                                    "include_bias, keep); prune=snip has it"),
+                                                    "include_bias, keep, budget); prune=grasp, prune=iterative_snip, prune=snip have it"),
 ])
 def test_a_group_setting_that_no_job_has_is_refused(overrides, message):
     with pytest.raises(SparsepropError) as info:
