@@ -30,33 +30,35 @@ def saliency(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def global_topk(scores: dict[str, torch.Tensor], keep: int) -> Masks:
     """Boolean masks keeping exactly the ``keep`` highest scores over all tensors; ties go to the earlier entry.
 
-    The result is that of a stable descending sort of all scores, cut after ``keep``: every score
-    above the ``keep``-th largest, then the earliest entries equal to it. It is found in linear time
-    (``kthvalue`` for the cut, then a count of the entries above it), not by sorting; scores holding
-    NaN take the sort, which ranks NaN last.
+    The result is that of a stable descending sort of all scores (NaN last), cut after ``keep``:
+    every score above the ``keep``-th largest, then the earliest entries equal to it. It is found in
+    linear time, ``kthvalue`` for the cut and a count of the entries above it, not by sorting.
     """
     flat = torch.cat([s.detach().flatten().double().cpu() for s in scores.values()])
-    if not 0 <= keep <= flat.numel():
-        raise ValueError(f"keep={keep} outside [0, {flat.numel()}]")
     n = flat.numel()
-    neg = flat.neg_()
-    # Entries at −inf (pruned in an earlier round of iterative pruning) are only ever kept last:
+    if not 0 <= keep <= n:
+        raise ValueError(f"keep={keep} outside [0, {n}]")
+    neg = flat.neg_()  # ascending order of neg is the descending order of the scores
+    # Entries scored −inf (pruned in an earlier round of iterative pruning) come last but for NaN:
     # the cut is looked for among the others alone, a small share of them in late rounds.
-    live = neg < float("inf")  # NaN is not live either: with any NaN, n_live < n
+    live = neg < float("inf")  # neither −inf nor NaN
     n_live = int(live.sum())
-    if n_live < n and bool(torch.isnan(neg).any()):
-        keep_flat = torch.zeros(n, dtype=torch.bool)
-        keep_flat[torch.sort(neg, stable=True).indices[:keep]] = True
+    if keep == 0:
+        cut = neg.new_tensor(float("-inf"))
+    elif keep > n_live:
+        cut = neg.new_tensor(float("inf"))
     else:
-        if keep == 0:
-            cut = neg.new_tensor(float("-inf"))
-        elif keep > n_live:
-            cut = neg.new_tensor(float("inf"))
-        else:
-            cut = (neg if n_live == n else neg[live]).kthvalue(keep).values
-        keep_flat = neg < cut
-        ties = torch.nonzero(neg == cut).flatten()
-        keep_flat[ties[:keep - int(keep_flat.sum())]] = True
+        cut = (neg if n_live == n else neg[live]).kthvalue(keep).values
+    keep_flat = neg < cut
+    equal = neg == cut
+    need = keep - int(keep_flat.sum())
+    n_equal = int(equal.sum())
+    if need >= n_equal:
+        keep_flat |= equal
+        if need > n_equal:  # every score but NaN is kept, and the earliest NaN make up the count
+            keep_flat[torch.nonzero(torch.isnan(neg)).flatten()[:need - n_equal]] = True
+    else:
+        keep_flat[torch.nonzero(equal).flatten()[:need]] = True
     masks, start = {}, 0
     for k, s in scores.items():
         masks[k] = keep_flat[start:start + s.numel()].view_as(s).to(s.device)
