@@ -144,6 +144,16 @@ def test_batches_parse_and_limit():
         pruning.batch_indices(200, 100, 3, torch.Generator())
 
 
+@pytest.mark.parametrize("n,size", [(70, 20), (300, 100), (101, 10)])
+def test_a_count_of_batches_is_the_first_batches_of_the_whole_shuffled_split(n, size):
+    whole = pruning.batch_indices(n, size, None, torch.Generator().manual_seed(5))
+    for count in range(1, len(whole) + 1):
+        first = pruning.batch_indices(n, size, count, torch.Generator().manual_seed(5))
+        assert len(first) == count and all(torch.equal(a, b) for a, b in zip(first, whole))
+    with pytest.raises(ConfigError, match=f"at most {len(whole)} batches"):
+        pruning.batch_indices(n, size, len(whole) + 1, torch.Generator())
+
+
 def test_snip_protocol_uses_one_batch():
     net = tiny_mlp(dtype=torch.float64)
     params = pruning.prunable_parameters(net)
