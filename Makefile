@@ -37,6 +37,7 @@ bench: $(STAMP)  ## benchmarks: our code against reference implementations, as r
 	$(BIN)/python scripts/bench_conv.py $(ARGS)
 	$(BIN)/python scripts/bench_signal.py $(ARGS)
 	$(BIN)/python scripts/bench_sweep.py $(ARGS)
+	$(BIN)/python scripts/bench_prune.py $(ARGS)
 
 bench-gpu: $(STAMP)  ## CUDA: training images/s against a bare loop (fp32, bf16 + channels-last), then the CUDA tests
 	$(BIN)/python scripts/bench_gpu.py $(ARGS)

@@ -24,6 +24,10 @@ class Costs:
     per_run: float = 1.5
     # Starting a sweep: the interpreter, Hydra's composition, the config checks and the joblib workers.
     per_sweep: float = 15.0
+    # GraSP's scoring of one batch of 100 (a gradient pass and a Hessian-vector product, float64), and one
+    # round of a scored criterion without data (SynFlow: a float64 one-example pass, then the top-k selection).
+    grasp_batch: float = 0.0
+    scored_round: float = 0.0
 
 
 def calibrate() -> Costs:
@@ -53,6 +57,8 @@ def calibrate() -> Costs:
             return pruner.prune(net, params, pruning.ScoringData(x, y), None, gen)
 
         snip = timed(lambda: pruned("snip", batches=10, batch_size=100, target="labels")) / 10
+        grasp = timed(lambda: pruned("grasp", batches=1, batch_size=100))
+        scored_round = timed(lambda: pruned("synflow", rounds=10)) / 10
         masks = pruned("random").masks
         pruning.apply_masks(params, masks)
         io = timed(lambda: signal.io_singular_values(net, x[:500])) / 500
@@ -68,7 +74,8 @@ def calibrate() -> Costs:
                 - 1000 * eval_s) / 200
     finally:
         torch.set_num_threads(threads)
-    return Costs(train_step=step, eval_example=eval_s, snip_batch=snip, io_example=io, layer_example=layer, ai_step=ai)
+    return Costs(train_step=step, eval_example=eval_s, snip_batch=snip, io_example=io, layer_example=layer, ai_step=ai,
+                 grasp_batch=grasp, scored_round=scored_round)
 
 
 def _training_examples(dataset: str) -> int:
@@ -127,18 +134,16 @@ def run_cost(cfg: Any, costs: Costs) -> float:
         depth, width = int(cfg.arch.get("depth", 7)), int(cfg.arch.get("width", 100))
         scale = (784 * width + (depth - 2) * width * width + 10 * width) / MLP7_MACS
         ai = 2 * (width * width * 784 + (depth - 2) * width**3 + 10 * 10 * width)
-        ai_scale, classes, batch, snip_batch = ai / MLP7_AI_MACS, 10, 100, 100
+        ai_scale, classes, batch = ai / MLP7_AI_MACS, 10, 100
     else:
         macs, ai_macs = network_macs(cfg)
         scale, ai_scale = macs / MLP7_MACS, ai_macs / MLP7_AI_MACS
-        classes, batch, snip_batch = _classes(cfg.dataset.name), int(cfg.train.batch_size), int(cfg.prune.get("batch_size", 100))
+        classes, batch = _classes(cfg.dataset.name), int(cfg.train.batch_size)
         n = _split_size(cfg, n)
     its = int(cfg.train.iterations)
     test = 10_000 + (n // 9 if n > 50_000 else 6_000)  # validation and test examples per evaluation
     total = its * costs.train_step * batch / 100 + (its // cfg.train.eval_interval + 1) * test * costs.eval_example
-    if cfg.prune.name == "snip":
-        batches = n // cfg.prune.batch_size if str(cfg.prune.batches) == "all" else int(cfg.prune.batches)
-        total += batches * costs.snip_batch * snip_batch / 100
+    total += prune_cost(cfg.prune, n, costs)
     stages = [s for s in cfg.signal.stages if s != "isometry" or cfg.isometry.name != "none"]
     from sparseprop.signal.jacobians import EXACT_LAYER_EXAMPLES, GENERIC_IO_EXAMPLES
 
@@ -155,6 +160,32 @@ def run_cost(cfg: Any, costs: Costs) -> float:
     total += len(stages) * (io * costs.io_example * classes / 10 + layer * costs.layer_example)
     ai = int(cfg.isometry.steps) * costs.ai_step * ai_scale if cfg.isometry.name == "ai" else 0.0
     return scale * total + ai + costs.per_run
+
+
+# The criteria that score on examples, by the measured cost of one scoring batch of 100 they use.
+_BATCH_COSTS = {"snip": "snip_batch", "iterative_snip": "snip_batch", "grasp": "grasp_batch"}
+# The scored criteria without data: each round one scoring of the whole network and one selection.
+_DATA_FREE = ("synflow", "magnitude")
+
+
+def prune_cost(prune: Any, n: int, costs: Costs) -> float:
+    """Estimated seconds of the pruning of one MLP-7-sized run on ``n`` training examples (``run_cost`` scales it).
+
+    A data-driven criterion costs rounds × scoring batches × the measured cost of one batch (SNIP's,
+    iterative SNIP's and FORCE's a forward and two backward passes, GraSP's two backward passes and a
+    Hessian-vector product in float64), in proportion to the batch size; every scored criterion also
+    selects once per round. SynFlow and magnitude cost rounds × one measured round. Random and
+    dense pruning cost nothing worth counting.
+    """
+    name, rounds = str(prune.name), int(prune.get("rounds", 1))
+    if name in _BATCH_COSTS:
+        size = int(prune.get("batch_size", 100))
+        batches = n // size if str(prune.get("batches", "all")) == "all" else int(prune.batches)
+        per_batch = getattr(costs, _BATCH_COSTS[name])
+        return rounds * (batches * per_batch * size / 100 + costs.scored_round)
+    if name in _DATA_FREE:
+        return rounds * costs.scored_round
+    return 0.0
 
 
 def _classes(dataset: str) -> int:
@@ -174,4 +205,4 @@ def _split_size(cfg: Any, default: int) -> int:
 # Keys whose values change what a run costs; jobs that agree on them share one composed config.
 COST_KEYS = ("prune", "isometry", "arch", "method", "arch.depth", "arch.width", "arch.widen", "dataset", "train.iterations",
              "isometry.steps", "signal.stages", "signal.examples", "signal.layer_examples", "prune.batches",
-             "train.eval_interval")
+             "train.eval_interval", "prune.rounds", "prune.batch_size")

@@ -28,13 +28,37 @@ def saliency(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def global_topk(scores: dict[str, torch.Tensor], keep: int) -> Masks:
-    """Boolean masks keeping exactly the ``keep`` highest scores over all tensors; ties go to the earlier entry."""
+    """Boolean masks keeping exactly the ``keep`` highest scores over all tensors; ties go to the earlier entry.
+
+    The result is that of a stable descending sort of all scores (NaN last), cut after ``keep``:
+    every score above the ``keep``-th largest, then the earliest entries equal to it. It is found in
+    linear time, ``kthvalue`` for the cut and a count of the entries above it, not by sorting.
+    """
     flat = torch.cat([s.detach().flatten().double().cpu() for s in scores.values()])
-    if not 0 <= keep <= flat.numel():
-        raise ValueError(f"keep={keep} outside [0, {flat.numel()}]")
-    order = torch.sort(-flat, stable=True).indices
-    keep_flat = torch.zeros(flat.numel(), dtype=torch.bool)
-    keep_flat[order[:keep]] = True
+    n = flat.numel()
+    if not 0 <= keep <= n:
+        raise ValueError(f"keep={keep} outside [0, {n}]")
+    neg = flat.neg_()  # ascending order of neg is the descending order of the scores
+    # Entries scored −inf (pruned in an earlier round of iterative pruning) come last but for NaN:
+    # the cut is looked for among the others alone, a small share of them in late rounds.
+    live = neg < float("inf")  # neither −inf nor NaN
+    n_live = int(live.sum())
+    if keep == 0:
+        cut = neg.new_tensor(float("-inf"))
+    elif keep > n_live:
+        cut = neg.new_tensor(float("inf"))
+    else:
+        cut = (neg if n_live == n else neg[live]).kthvalue(keep).values
+    keep_flat = neg < cut
+    equal = neg == cut
+    need = keep - int(keep_flat.sum())
+    n_equal = int(equal.sum())
+    if need >= n_equal:
+        keep_flat |= equal
+        if need > n_equal:  # every score but NaN is kept, and the earliest NaN make up the count
+            keep_flat[torch.nonzero(torch.isnan(neg)).flatten()[:need - n_equal]] = True
+    else:
+        keep_flat[torch.nonzero(equal).flatten()[:need]] = True
     masks, start = {}, 0
     for k, s in scores.items():
         masks[k] = keep_flat[start:start + s.numel()].view_as(s).to(s.device)

@@ -127,6 +127,29 @@ def test_signal_examples_auto_costs_all_examples_of_an_mlp_and_a_bounded_number_
     assert ratio == pytest.approx(GENERIC_IO_EXAMPLES / 54_000)
 
 
+def test_prune_cost_counts_rounds_batches_and_the_measured_pass_of_each_criterion():
+    c = costs.Costs(train_step=0, eval_example=0, snip_batch=1.0, io_example=0, layer_example=0, ai_step=0, per_run=0,
+                    grasp_batch=10.0, scored_round=0.01)
+    quiet = ["dataset=fashion_mnist", "train.iterations=0", "signal.stages=[]"]
+    cost = lambda *extra: costs.run_cost(plans.compose([*quiet, *extra]), c)  # noqa: E731
+    assert cost("prune=random") == 0 and cost("prune=none") == 0
+    # SNIP over every batch of 100 of the 54,000 training examples, one selection
+    assert cost("prune=snip") == pytest.approx(540 + 0.01)
+    # Iterative SNIP: its 100 rounds of one batch; FORCE costs the same
+    assert cost("prune=iterative_snip") == pytest.approx(100 * (1 + 0.01))
+    assert cost("prune=iterative_snip", "prune.variant=force") == cost("prune=iterative_snip")
+    # GraSP: one balanced batch of 100 by default; batches of 50 cost half as much each
+    assert cost("prune=grasp") == pytest.approx(10 + 0.01)
+    assert cost("prune=grasp", "prune.batches=4", "prune.batch_size=50", "prune.rounds=3") == pytest.approx(3 * (4 * 5 + 0.01))
+    # SynFlow: its 100 rounds, each one float64 pass and one selection; magnitude one round
+    assert cost("prune=synflow") == pytest.approx(100 * 0.01)
+    assert cost("prune=synflow", "prune.rounds=7") == pytest.approx(7 * 0.01)
+    assert cost("prune=magnitude") == pytest.approx(0.01)
+    # A conv net's pruning scales with its multiply-adds per example, like the rest of its run
+    lenet = costs.run_cost(plans.compose([*quiet, "arch=lenet5", "prune=synflow"]), c)
+    assert lenet == pytest.approx(1.0 * costs.network_macs(plans.compose([*quiet, "arch=lenet5"]))[0] / costs.MLP7_MACS)
+
+
 def test_ai_cost_scales_with_the_products_of_an_ai_step():
     # An AI step forms M Mᵀ and A M for each weight M = (out, in·k·k): 2·out²·in·k·k multiply-adds.
     lenet5 = 2 * (20 * 20 * 25 + 50 * 50 * 500 + 500 * 500 * 800 + 10 * 10 * 500)

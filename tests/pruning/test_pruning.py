@@ -68,6 +68,33 @@ def test_global_topk_ties_are_deterministic_and_exact():
     assert not masks["b"].any()
 
 
+def sorted_topk(scores, keep):
+    """The reference: a plain Python sort of every score, highest first, ties by position (NaN last)."""
+    flat = torch.cat([s.flatten().double() for s in scores.values()]).tolist()
+    order = sorted(range(len(flat)), key=lambda i: (flat[i] != flat[i], -flat[i] if flat[i] == flat[i] else 0.0, i))
+    chosen = set(order[:keep])
+    out, start = {}, 0
+    for k, s in scores.items():
+        out[k] = torch.tensor([start + j in chosen for j in range(s.numel())], dtype=torch.bool).view(s.shape)
+        start += s.numel()
+    return out
+
+
+@pytest.mark.parametrize("with_nan", [False, True])
+def test_global_topk_equals_a_stable_sort_with_many_ties(with_nan):
+    gen = torch.Generator().manual_seed(3)
+    # Few distinct values, so almost every cut falls inside a run of ties; infinities and both zeros as the criteria produce them.
+    values = torch.tensor([0.0, -0.0, 1.0, 2.5, float("inf"), float("-inf")] + ([float("nan")] if with_nan else []))
+    scores = {"w": values[torch.randint(len(values), (9, 7), generator=gen)],
+              "b": values[torch.randint(len(values), (9,), generator=gen)].float(),
+              "v": values[torch.randint(len(values), (3, 2, 4), generator=gen)]}
+    m = sum(s.numel() for s in scores.values())
+    for keep in range(m + 1):
+        got, want = pruning.global_topk(scores, keep), sorted_topk(scores, keep)
+        assert all(torch.equal(got[k], want[k]) for k in scores), keep
+        assert sum(int(v.sum()) for v in got.values()) == keep
+
+
 def test_random_masks_exact_and_seeded():
     params = {"w": torch.empty(40, 30), "b": torch.empty(40)}
     a = pruning.random_masks(params, 123, torch.Generator().manual_seed(4))
@@ -115,6 +142,16 @@ def test_batches_parse_and_limit():
     assert pruning.parse_batches("all") is None and pruning.parse_batches(3) == 3
     with pytest.raises(ConfigError, match="at most 2 batches"):
         pruning.batch_indices(200, 100, 3, torch.Generator())
+
+
+@pytest.mark.parametrize("n,size", [(70, 20), (300, 100), (101, 10)])
+def test_a_count_of_batches_is_the_first_batches_of_the_whole_shuffled_split(n, size):
+    whole = pruning.batch_indices(n, size, None, torch.Generator().manual_seed(5))
+    for count in range(1, len(whole) + 1):
+        first = pruning.batch_indices(n, size, count, torch.Generator().manual_seed(5))
+        assert len(first) == count and all(torch.equal(a, b) for a, b in zip(first, whole))
+    with pytest.raises(ConfigError, match=f"at most {len(whole)} batches"):
+        pruning.batch_indices(n, size, len(whole) + 1, torch.Generator())
 
 
 def test_snip_protocol_uses_one_batch():
