@@ -13,7 +13,7 @@ from torch import nn
 from sparseprop.pruning.base import PRUNERS, ScoringData
 from sparseprop.pruning.masks import saliency
 from sparseprop.pruning.scored import ScoredDataOptions, ScoredDataPruner, Scores
-from sparseprop.pruning.scoring import TARGETS, batch_indices, check_signal, parse_batches, sensitivity_and_scale
+from sparseprop.pruning.scoring import TARGETS, batch_indices, checked_sensitivity, parse_batches
 
 VARIANTS = ("iterative", "force")
 
@@ -43,9 +43,7 @@ class Snip(ScoredDataPruner):
         o = self.options
         chosen = batch_indices(data.x.shape[0], o.batch_size, parse_batches(o.batches), generator)
         at = initial if self.resurrect else None
-        scores, scale = sensitivity_and_scale(model, params, data.x, data.y, chosen, o.target, at=at)
-        check_signal(scores, scale, o.target)
-        return Scores(saliency(scores))
+        return Scores(saliency(checked_sensitivity(model, params, data.x, data.y, chosen, o.target, at=at)))
 
 
 @dataclass
