@@ -167,7 +167,7 @@ def e4(errors: Any = None, nets: Any = (("lenet5", None), ("resnet", 8)), seeds:
 def results() -> dict[str, dict[str, Any]]:
     """Every experiment's synthetic results, keyed by experiment id."""
     return {"e1_masks": e1(tanh_ratio={"vs_l": 0.3, "normal": 0.1}, inits=("vs_l", "normal")), "e2_init": e2(), "e3_isometry": e3(), "e4_conv": e4(), "e5_supervision": e5(), "e6_transfer": e6(),
-            "sparsity_sweep": sweep()}
+            "e8_criteria": e8(), "sparsity_sweep": sweep()}
 
 
 # E7: per seed (0, 1, 2) the error moves by 0, +0.2, -0.2 points.

@@ -39,11 +39,11 @@ def test_each_criterion_has_its_published_name():
 ])
 def test_every_criterion_of_the_sweep_composes_with_its_own_defaults(option, name, variant, budget):
     for exp in ("e8_criteria", "e8_criteria_conv"):
-        cfg = compose([f"experiment={exp}", f"prune={option}", "prune.sparsity=0.995"])
+        cfg = compose([f"experiment={exp}", f"criterion={option}", "prune.sparsity=0.995"])
         assert cfg.prune.name == name and cfg.prune.get("variant") == variant and cfg.prune.budget == budget
         assert cfg.prune.sparsity == 0.995 and cfg.isometry.name == "none" and list(cfg.signal.stages) == ["pruned"]
     # FORCE is iterative SNIP in every setting but its variant: 100 rounds, one batch each.
-    force, iterative = compose(["prune=force"]).prune, compose(["prune=iterative_snip"]).prune
+    force, iterative = compose(["criterion=force"]).prune, compose(["prune=iterative_snip"]).prune
     assert {k: v for k, v in force.items() if k != "variant"} == {k: v for k, v in iterative.items() if k != "variant"}
 
 
@@ -51,12 +51,24 @@ def test_plans_cover_the_grid_and_the_conv_net_only_in_the_paper_profile():
     catalog.load()
     quick = make_plan(e8.MLP, PROFILES["quick"])
     assert len(quick.jobs) == 7 * 2 * 2 * 2  # criteria x inits x {90, 99}% x 2 seeds, tanh only
-    assert {o for j in quick.jobs for o in j.overrides if o.startswith("prune=")} == \
-        {f"prune={p}" for p in ("snip", "grasp", "synflow", "magnitude", "iterative_snip", "force", "random_erk")}
+    assert {o for j in quick.jobs for o in j.overrides if o.startswith("criterion=")} == \
+        {f"criterion={p}" for p in ("snip", "grasp", "synflow", "magnitude", "iterative_snip", "force", "random_erk")}
     paper = make_plan(e8.MLP, PROFILES["paper"])
     assert len(paper.jobs) == 2 * 2 * 7 * 5 * 3  # activations x inits x criteria x sparsities x seeds
     assert reproduce.skip_reason(e8.CONV, PROFILES["quick"]) == "runs only under PROFILE=paper"
     assert "prune.rounds" not in " ".join(e8.MLP.overrides("quick"))  # it would make SNIP iterative too
+
+
+def test_a_criterion_beside_a_prune_option_is_refused_in_one_line():
+    from sparseprop.cli import main as cli
+    from sparseprop.errors import SparsepropError
+
+    with pytest.raises(SparsepropError) as info:
+        cli.check(["criterion=force", "prune=snip"])
+    assert "criterion=force sets prune itself, so prune=snip" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(SparsepropError, match="criterion='forces' is not valid: choose one of force, grasp"):
+        cli.check(["criterion=forces"])
+    cli.check(["criterion=force", "prune.rounds=10"])  # a setting of the prune option it chose is fine
 
 
 def test_spearman_matches_hand_computed_values():
