@@ -141,7 +141,8 @@ def c9(e8: dict[str, Any] | None, name: str, networks: str) -> list[Verdict]:
     def verdict(net: str) -> Verdict:
         return Verdict(CLAIM, f"criteria, {net}",
                        f"among pruning criteria at initialisation, those that leave {net}'s input-output Jacobian "
-                       "closer to isometry train to lower test errors",
+                       "closer to isometry train to lower test errors (an extension of C3 and C4 to the criteria that "
+                       "followed SNIP, not a claim of the paper)",
                        f"{name}: per init, sparsity and seed, Spearman's rank correlation across the criteria (SNIP, "
                        "GraSP, SynFlow, magnitude, Iterative SNIP, FORCE, random (ERK)) between the distance from "
                        "isometry after pruning, |log10 mean JSV| (+inf for a run with a collapsed layer: its Jacobian "
