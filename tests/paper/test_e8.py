@@ -115,6 +115,7 @@ def test_c9_is_inconclusive_when_the_seeds_disagree():
 def test_c9_needs_two_seeds():
     [v] = e8.c9(synthetic.e8(seeds=(0,)), "E8 (MLP)", "MLP-7")
     assert v.outcome == UNSURE and "fewer than 2 seeds" in v.why
+    assert v.checks[0].numbers.startswith("ρ = +1.00 (n=1 seeds; seed 0: +1.00)")
 
 
 def test_collapsed_runs_enter_the_ranking_farthest_from_isometry_with_their_own_error():

@@ -122,7 +122,8 @@ def correlation_check(rhos: pd.Series, conditions: int, collapsed: int, left_out
     mean = float(values.mean()) if n else math.nan
     std = float(values.std(ddof=1)) if n > 1 else math.nan
     per_seed = ", ".join(f"seed {s}: {r:+.2f}" for s, r in rhos.items())
-    numbers = (f"ρ = {mean:+.2f} ± {std:.2f} (n={n} seeds; {per_seed}) over {conditions} init x sparsity conditions; "
+    spread = f" ± {std:.2f}" if n > 1 else ""
+    numbers = (f"ρ = {mean:+.2f}{spread} (n={n} seeds; {per_seed}) over {conditions} init x sparsity conditions; "
                f"{collapsed} collapsed runs ranked farthest from isometry; {left_out} diverged or unmeasured runs "
                "left out") if n else f"no condition with {MIN_CRITERIA} or more ranked criteria"
     what = "Spearman ρ (|log10 mean JSV| after pruning vs test error, across criteria), per seed"
