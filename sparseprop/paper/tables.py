@@ -93,7 +93,8 @@ ERRORS = {ERROR: "test error % (best val)", "final_test_error_pct": "test error 
 def table(spec: Table, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(numeric table for CSV, readable table for Markdown) of the table ``spec``."""
     by, metrics = list(spec.by), spec.metrics
-    runs = with_method(runs)
+    # Only runs that count are labelled: a job that never started knows only its overrides (no init, no prune).
+    runs = with_method(usable(runs, diverged=True))
     if spec.prepare is not None:
         runs = spec.prepare(runs)
     agg = aggregate(runs, by, list(metrics))

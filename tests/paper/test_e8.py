@@ -142,6 +142,21 @@ def test_diverged_runs_are_left_out_and_counted():
     assert sorted(per.criteria.unique()) == [6, 7]
 
 
+
+def test_failed_and_never_started_runs_cost_nothing_but_themselves(tmp_path):
+    res = synthetic.e8()
+    extra = pd.DataFrame([{"run": "gone", "status": "missing", "criterion": "force", "seed": 0},
+                          {**res["runs"].iloc[0].to_dict(), "run": "broke", "status": "failed",
+                           "best_val_test_error_pct": np.nan}])
+    res["runs"] = pd.concat([res["runs"], extra], ignore_index=True)
+    [v] = e8.c9(res, "E8 (MLP)", "MLP-7")
+    assert v.outcome == HOLDS
+    assert_readable(e8.error_figure(res["runs"]))
+    assert_readable(e8.isometry_figure(res["runs"]))
+    tables.write_tables({"e8_criteria": res}, tmp_path, [e8.MLP])
+    assert len(pd.read_csv(tmp_path / "e8_criteria.csv")) == 7 * 2 * 2
+
+
 def test_c9_skips_without_runs_and_the_note_ranks_the_criteria():
     [v] = e8.c9(None, "E8 (MLP)", "MLP-7")
     assert v.outcome == SKIPPED and v.part == "criteria, MLP-7"
@@ -211,3 +226,9 @@ def test_c9_gives_a_verdict_per_network():
     relu["run"] = "relu-" + relu["run"]
     verdicts = e8.c9({"runs": pd.concat([tanh, relu], ignore_index=True)}, "E8 (MLP)", "MLP-7")
     assert [(v.part, v.outcome) for v in verdicts] == [("criteria, MLP-7 ReLU", FAILS), ("criteria, MLP-7 tanh", HOLDS)]
+    both = pd.concat([tanh, relu], ignore_index=True)
+    fig = e8.error_figure(both)
+    assert [ax.get_title() for ax in fig.axes] == ["MLP-7 ReLU, VS-L init", "MLP-7 ReLU, orthogonal init",
+                                                   "MLP-7 tanh, VS-L init", "MLP-7 tanh, orthogonal init"]
+    fig = e8.isometry_figure(both)
+    assert [ax.get_title() for ax in fig.axes] == ["MLP-7 ReLU: ρ = -1.00 ± 0.00", "MLP-7 tanh: ρ = +1.00 ± 0.00"]
