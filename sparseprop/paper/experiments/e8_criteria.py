@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from sparseprop.paper.experiment import Experiment, Figure, Table, register
-from sparseprop.paper.figkit import ERROR_LABEL, finish, isometry_line, panels, present
+from sparseprop.paper.figkit import ERROR_LABEL, finish, panels, present
 from sparseprop.paper.judge import FAILS, HOLDS, UNSURE, Check, Verdict, distance_from_one
 from sparseprop.paper.labels import CRITERIA, DATASET_LABELS, INIT_LABELS, criterion_label, network_label
 from sparseprop.paper.profiles import QUICK_SIGNAL
