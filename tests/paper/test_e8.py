@@ -68,7 +68,7 @@ def test_a_criterion_beside_a_prune_option_is_refused_in_one_line():
     assert "criterion=force sets prune itself, so prune=snip" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(SparsepropError, match="criterion='forces' is not valid: choose one of force, grasp"):
         cli.check(["criterion=forces"])
-    cli.check(["criterion=force", "prune.rounds=10"])  # a setting of the prune option it chose is fine
+    cli.check(["dataset=digits", "criterion=force", "prune.rounds=10"])  # a setting of the prune option it chose is fine
 
 
 def test_spearman_matches_hand_computed_values():
