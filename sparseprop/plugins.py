@@ -97,6 +97,7 @@ def groups_help() -> str:
 
     lines = [f"{group}: {', '.join(group_options(group))}" for group in GROUPS]
     lines.append(f"method: {', '.join(group_options('method'))} (the paper's methods: each sets init and isometry)")
+    lines.append(f"criterion: {', '.join(group_options('criterion'))} (pruning criteria: each sets prune and its variant or budget)")
     lines.append(f"experiment: {', '.join(group_options('experiment'))}")
     return "\n".join(lines)
 

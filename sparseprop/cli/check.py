@@ -38,6 +38,14 @@ def refuse_method_clash(choices: dict[str, object]) -> None:
                               f"would be ignored; give the method or {' and '.join(METHOD_SETS)}, not both")
 
 
+def refuse_criterion_clash(choices: dict[str, object]) -> None:
+    """A job that picks a criterion (conf/criterion/, which sets prune itself) and also a prune option would lose one."""
+    criterion = choices.get("criterion")
+    if criterion is not None and "prune" in choices:
+        raise SparsepropError(f"criterion={criterion} sets prune itself, so prune={choices['prune']} beside it would be "
+                              "ignored; give the criterion or prune, not both (prune.<setting>=... may go with either)")
+
+
 def check(overrides: list[str], multirun: bool = True, config_name: str = "train", local: bool | None = None,
           partial: set[str] | None = None) -> int:
     """Compose and validate every run the overrides stand for; raise SparsepropError on the first bad one.
@@ -66,6 +74,9 @@ def check(overrides: list[str], multirun: bool = True, config_name: str = "train
         if len(opts) > 1 and key.lstrip("+~").startswith("hydra"):
             raise SparsepropError(f"{key}: Hydra's own settings cannot be swept; give one value")
     plain = [opts[0].input_line for key, opts in axes.items() if len(opts) == 1 and not is_group_setting(key)]
+    # Before anything is composed: with both given, Hydra keeps prune and refuses the criterion's own settings.
+    refuse_criterion_clash({key.lstrip("+~"): opts[0].value() for key, opts in axes.items()
+                            if key.lstrip("+~") in ("criterion", "prune")})
     seen_data: set[tuple[str, str, bool]] = set()
     read: set[str] = set()
     unused: dict[str, tuple] = {}
@@ -92,9 +103,11 @@ def check(overrides: list[str], multirun: bool = True, config_name: str = "train
         for combo in itertools.product(*groups):
             for o in combo:
                 key, value = o.key_or_group, o.value()
-                if key in (*config.GROUPS, "method", "experiment") and value not in group_options(key) and value is not None:
+                if key in (*config.GROUPS, "method", "criterion", "experiment") and value not in group_options(key) \
+                        and value is not None:
                     raise ConfigError(key, value, f"choose one of {', '.join(group_options(key))}")
             refuse_method_clash({o.key_or_group: o.value() for o in combo})
+            refuse_criterion_clash({o.key_or_group: o.value() for o in combo})
             base = compose_or_fail(compose, config_name, [*(o.input_line for o in combo), *searchpath])
             for job in itertools.product(*values):
                 cfg = copy.deepcopy(base)

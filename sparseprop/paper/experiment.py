@@ -30,6 +30,8 @@ class Table:
     name: str
     by: tuple[str, ...]
     metrics: dict[str, str]
+    # Adds the columns ``by`` and ``metrics`` name that the collected runs do not hold (a criterion's label, ...).
+    prepare: Callable[[Any], Any] | None = None
 
 
 @dataclass(frozen=True)

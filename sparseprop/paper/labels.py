@@ -11,7 +11,11 @@ INIT_LABELS = {"vs_l": "VS-L", "vs_g": "VS-G", "vs_h": "VS-H", "vs_custom": "VS-
 DATASET_LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "digits": "digits"}
 TARGET_LABELS = {"labels": "labels", "uniform": "uniform 1/C", "self_hard": "own hard predictions",
                  "self_soft": "own soft predictions (entropy)"}
-PRUNE_LABELS = {"snip": "SNIP", "random": "random"}
+PRUNE_LABELS = {"snip": "SNIP", "random": "random", "grasp": "GraSP", "synflow": "SynFlow", "magnitude": "magnitude",
+                "iterative_snip": "Iterative SNIP"}
+# The pruning criteria of E8, in the order they are drawn: ``criterion_label`` names each run's.
+CRITERIA = ("SNIP", "GraSP", "SynFlow", "magnitude", "Iterative SNIP", "FORCE", "random (ERK)")
+BUDGET_LABELS = {"erk": "ERK", "uniform": "uniform"}
 # The methods of E3 and the sparsity sweep, in the order they are drawn.
 METHODS = ("VS-L", "VS-L + AI", "LDI", "LDI-AI")
 # The paper's five methods of E4 (conf/method/), in the order they are drawn.
@@ -44,6 +48,18 @@ def method_label(init: str, prune: str = "snip", isometry: str = "none") -> str:
         return "LDI-AI" if isometry == "ai" else "LDI"
     base = INIT_LABELS.get(init, init) + ("" if prune == "snip" else f" + {prune}")
     return f"{base} + AI" if isometry == "ai" else base
+
+
+def criterion_label(prune: str, variant: Any = None, budget: Any = None) -> str:
+    """A pruning criterion by its published name: iterative SNIP's ``force`` variant is FORCE, and a per-tensor
+    budget follows in brackets ("random (ERK)"); the global budget, every criterion's default, adds nothing."""
+    if prune == "iterative_snip" and isinstance(variant, str) and variant == "force":
+        label = "FORCE"
+    else:
+        label = PRUNE_LABELS.get(prune, str(prune))
+    if isinstance(budget, str) and budget in BUDGET_LABELS:
+        label += f" ({BUDGET_LABELS[budget]})"
+    return label
 
 
 def network_label(arch: str, depth: Any = None) -> str:

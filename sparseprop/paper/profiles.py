@@ -31,9 +31,11 @@ PROFILES: dict[str, Profile] = {
         "10/50/90% in E1 (at VS-L and at N(0, 1), as in the paper profile) and 50/90/99% in the sweep; E4 on "
         "Fashion-MNIST (LeNet-5, ResNet-8) with 400 iterations of 64, 2 seeds; no E4 on CIFAR-10 / Tiny-ImageNet (GPU jobs); "
         "E7 on MNIST (MLP-7-400 to MLP-7-100's count, 1,000 iterations) and Fashion-MNIST (LeNet-5 x2 to LeNet-5's "
-        "count, 400 iterations), 2 seeds"),
+        "count, 400 iterations), 2 seeds; E8 on MLP-7 tanh only: every criterion x VS-L/orthogonal at 90/99%, 500 "
+        "iterations, JSV after pruning only, 2 seeds, each criterion at its own defaults (100 rounds for SynFlow, "
+        "iterative SNIP and FORCE); no E8 on LeNet-5"),
     # The experiment files hold the paper's settings (10,000 iterations, 3 seeds, full signal measurements).
     "paper": Profile("paper", "the paper's settings: 10,000 iterations, 3 seeds, JSV on every training example; E4 "
                      "also on CIFAR-10 (VGG-C, ResNet-32/56/110) and Tiny-ImageNet (WRN-16), 150,000 iterations, on a GPU; "
-                     "E7 also on CIFAR-10 (VGG-C pruned to ResNet-32's count), on a GPU"),
+                     "E7 also on CIFAR-10 (VGG-C pruned to ResNet-32's count), on a GPU; E8 also on LeNet-5 (Fashion-MNIST)"),
 }

@@ -317,6 +317,7 @@ def test_help_lists_every_group_the_command_line_takes():
     from sparseprop import plugins
 
     lines = dict(line.split(": ", 1) for line in plugins.groups_help().splitlines())
-    assert list(lines) == [*config.GROUPS, "method", "experiment"]
+    assert list(lines) == [*config.GROUPS, "method", "criterion", "experiment"]
     assert lines["method"].startswith("ldi, ldi_ai, vs_g, vs_h, vs_l ")
+    assert lines["criterion"].startswith("force, grasp, iterative_snip, magnitude, random_erk, snip, synflow ")
     assert "e4_conv" in lines["experiment"].split(", ")

@@ -167,7 +167,7 @@ def e4(errors: Any = None, nets: Any = (("lenet5", None), ("resnet", 8)), seeds:
 def results() -> dict[str, dict[str, Any]]:
     """Every experiment's synthetic results, keyed by experiment id."""
     return {"e1_masks": e1(tanh_ratio={"vs_l": 0.3, "normal": 0.1}, inits=("vs_l", "normal")), "e2_init": e2(), "e3_isometry": e3(), "e4_conv": e4(), "e5_supervision": e5(), "e6_transfer": e6(),
-            "sparsity_sweep": sweep()}
+            "e8_criteria": e8(), "sparsity_sweep": sweep()}
 
 
 # E7: per seed (0, 1, 2) the error moves by 0, +0.2, -0.2 points.
@@ -200,3 +200,37 @@ def e7(sculpted_error: float = 1.5, reference_error: float = 2.5, kept: int = 13
                            "effective_units": effective})
             layers.append({"run": run, "index": 2 * i + 1, "name": f"layers.{i}.bias", "kind": "bias"})
     return {"runs": pd.DataFrame(runs), "layers": pd.DataFrame(layers), "metrics": pd.DataFrame(), "masks": {}}
+
+
+# E8's criteria as runs record them: (prune, prune.variant, prune.budget) and the label each gets.
+E8_CRITERIA = {"SNIP": ("snip", None, "global"), "GraSP": ("grasp", None, "global"), "SynFlow": ("synflow", None, "global"),
+               "magnitude": ("magnitude", None, "global"), "Iterative SNIP": ("iterative_snip", "iterative", "global"),
+               "FORCE": ("iterative_snip", "force", "global"), "random (ERK)": ("random", None, "erk")}
+
+
+def e8(errors: Any = None, decades: Any = None, seeds: Any = (0, 1, 2), collapsed: Any = (),
+       diverged: Any = ()) -> dict[str, Any]:
+    """E8: MLP-7 tanh, VS-L and orthogonal, 90 and 99%, every criterion; its mean JSV after pruning is
+    10^-decades[criterion] and its error errors[criterion] + 0.1 * seed (either may be a function of the seed).
+
+    Runs named in ``collapsed`` ((criterion, sparsity) pairs) lost a layer: JSV 0, error 90, effective sparsity 1;
+    those in ``diverged`` ((criterion, sparsity, seed)) diverged (no error)."""
+    names = list(E8_CRITERIA)
+    errors = errors or {c: 2.0 + i for i, c in enumerate(names)}  # default: error grows with the distance
+    decades = decades or {c: 0.2 * (i + 1) for i, c in enumerate(names)}
+    rows = []
+    for crit, init, s, seed in itertools.product(names, ("vs_l", "orthogonal"), (0.9, 0.99), seeds):
+        prune, variant, budget = E8_CRITERIA[crit]
+        err = errors[crit](seed) if callable(errors[crit]) else errors[crit] + 0.1 * seed
+        d = decades[crit](seed) if callable(decades[crit]) else decades[crit]
+        row = _row(f"{crit}-{init}-{s}-{seed}", init=init, prune=prune, sparsity_target=s, seed=seed,
+                   **{"prune.variant": variant, "prune.budget": budget}, best_val_test_error_pct=err,
+                   final_test_error_pct=err + 0.5, jsv_pruned_mean=10.0 ** -d, jsv_pruned_condition=10.0,
+                   effective_sparsity=s + 0.001, collapsed_layers=0)
+        if (crit, s) in collapsed:
+            row.update(best_val_test_error_pct=90.0, final_test_error_pct=90.0, jsv_pruned_mean=0.0,
+                       jsv_pruned_condition=np.inf, effective_sparsity=1.0, collapsed_layers=7)
+        if (crit, s, seed) in diverged:
+            row.update(status="diverged", best_val_test_error_pct=np.nan, final_test_error_pct=np.nan)
+        rows.append(row)
+    return {"runs": pd.DataFrame(rows), "layers": pd.DataFrame(), "metrics": pd.DataFrame(), "masks": {}}

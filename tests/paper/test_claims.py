@@ -154,9 +154,13 @@ def test_verdicts_skip_missing_experiments_with_the_reason():
     out = claims.verdicts(results, EXPERIMENTS, {"e6_transfer": "Fashion-MNIST not found"})
     c6 = [v for v in out if v.claim == "C6"]
     assert len(c6) == 2 and all(v.outcome == SKIPPED and "Fashion-MNIST not found" in v.why for v in c6)
-    assert {v.claim for v in out} == {"C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8"}
-    # C3, C4 and C8 hold on the CPU-sized E4; the paper's E4 runs have no results, so their verdicts are skipped (as E7's).
-    assert all(v.outcome == HOLDS for v in out if v.claim != "C6" and not (v.claim in ("C3", "C4", "C7", "C8") and v.skipped))
+    assert {v.claim for v in out} == {"C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"}
+    # C3, C4 and C8 hold on the CPU-sized E4; the paper's E4 runs have no results, so their verdicts are skipped (as
+    # E7's and E8's on LeNet-5).
+    assert all(v.outcome == HOLDS for v in out
+               if v.claim != "C6" and not (v.claim in ("C3", "C4", "C7", "C8", "C9") and v.skipped))
+    assert [(v.part, v.outcome) for v in out if v.claim == "C9"] == [("criteria, MLP-7 tanh", HOLDS),
+                                                                     ("criteria, LeNet-5 ReLU", SKIPPED)]
     assert [v.part for v in out if v.claim == "C8" and not v.skipped] == ["LeNet-5", "ResNet-8"]
     assert [v.part for v in out if v.claim == "C4" and not v.skipped] == ["linear", "tanh", "LeNet-5", "ResNet-8"]
     assert sum(v.claim == "C3" and v.skipped != "" for v in out) == len(e4_modern.PAPER_NETS)
@@ -190,9 +194,10 @@ def test_tables_mean_and_std_over_seeds(tmp_path):
     written = tables.write_tables(synthetic.results(), tmp_path, EXPERIMENTS)
     names = [t.name for exp in EXPERIMENTS for t in exp.tables]
     assert names == ["e2_init", "e3_isometry", "e4_conv", "e4_vgg_c", "e4_resnet32", "e4_resnet56", "e4_resnet110",
-                     "e4_wrn16", "e5_supervision", "e6_transfer", "e7_sculpting", "e7_sculpting_conv", "e7_sculpting_cifar"]
-    # Tables are written for experiments with results: the paper's E4 runs and E7 have none here.
-    names = [n for n in names if n == "e4_conv" or not n.startswith(("e4_", "e7_"))]
+                     "e4_wrn16", "e5_supervision", "e6_transfer", "e7_sculpting", "e7_sculpting_conv", "e7_sculpting_cifar",
+                     "e8_criteria", "e8_criteria_conv"]
+    # Tables are written for experiments with results: the paper's E4 runs, E7 and E8 on LeNet-5 have none here.
+    names = [n for n in names if n == "e4_conv" or not n.startswith(("e4_", "e7_", "e8_criteria_conv"))]
     assert {p.name for p in written} == {f"{n}.{e}" for n in names for e in ("csv", "md")}
     assert pd.read_csv(tmp_path / "e3_isometry.csv").method.tolist()[:4] == ["LDI", "LDI-AI", "VS-L", "VS-L + AI"]
     assert "| linear | LDI |" in (tmp_path / "e3_isometry.md").read_text()

@@ -32,7 +32,7 @@ def test_every_runnable_experiment_has_its_sweep_file_and_overrides_for_every_pr
     runnable = [e.id for e in loaded if e.sweep]
     assert runnable == ["e1_masks", "e2_init", "e3_isometry", "e4_conv", "e4_vgg_c", "e4_resnet32", "e4_resnet56",
                         "e4_resnet110", "e4_wrn16", "e5_supervision", "e6_transfer", "e7_sculpting", "e7_sculpting_conv",
-                        "e7_sculpting_cifar", "sparsity_sweep"]
+                        "e7_sculpting_cifar", "e8_criteria", "e8_criteria_conv", "sparsity_sweep"]
     for exp in experiment.runnable():
         assert (config.CONF_DIR / "experiment" / f"{exp.id}.yaml").is_file()
         # The paper's settings live in the sweep files; e4_conv's ResNet depth is given on the command line.

@@ -35,8 +35,8 @@ def test_paper_settings_live_in_the_experiment_files(name):
     seeds = str(cfg.hydra.sweeper.params.seed).split(",")
     assert len(seeds) >= 3
     # E4 on CIFAR-10 / Tiny-ImageNet: SNIP's 150k iterations (PAPER.md: about 100-150k).
-    # e4_conv and e7_sculpting_conv, CPU-sized conv runs with no paper setting, train 4,000.
-    expected = {"e1_masks": 0, "e4_conv": 4_000, "e7_sculpting_conv": 4_000}.get(name, 150_000 if experiment.get(name).only else 10_000)
+    # e4_conv, e7_sculpting_conv and e8_criteria_conv, CPU-sized conv runs with no paper setting, train 4,000.
+    expected = {"e1_masks": 0, "e4_conv": 4_000, "e7_sculpting_conv": 4_000, "e8_criteria_conv": 4_000}.get(name, 150_000 if experiment.get(name).only else 10_000)
     assert cfg.train.iterations == expected
     if name in ("e2_init", "e3_isometry"):
         assert cfg.signal.examples == "all"
