@@ -214,7 +214,9 @@ def main(args: list[str] | None = None) -> None:
         if get(plan.experiment).runs_under(profile.name):  # estimated even without its data: the plan says what it would take
             estimate(plan, costs)
     print_plan(plans, profile, costs, opts.jobs)
-    gpu = [p.experiment for p in plans if get(p.experiment).only and get(p.experiment).runs_under(profile.name)]
+    # The paper-only experiments on CIFAR-10 / Tiny-ImageNet are GPU jobs; E8's LeNet-5 half is paper-only but CPU-sized.
+    gpu = [p.experiment for p in plans if get(p.experiment).only and get(p.experiment).runs_under(profile.name)
+           and set(get(p.experiment).data) & {"cifar10", "tiny_imagenet"}]
     if gpu:
         print(f"  {', '.join(gpu)}: GPU jobs; their estimates are for this CPU, from each network's multiply-adds "
               "against the measured MLP step (a lower bound on a CPU; no GPU estimate is made)")
