@@ -43,31 +43,34 @@ def check_budget(options: PruneOptions) -> None:
 
 
 @dataclass
-class ScoredOptions(PruneOptions):
-    """A data-free scored criterion: its budget and its rounds."""
+class RoundsOptions:
+    """The settings every scored criterion adds: where the kept entries go, and in how many rounds."""
 
     budget: str = "global"
     rounds: int = 1
     schedule: str = "exponential"
 
-    def check(self) -> None:
-        super().check()
+    def check_rounds(self) -> None:
         check_budget(self)
         _check_rounds(self)
 
 
 @dataclass
-class ScoredDataOptions(DataOptions):
-    """A scored criterion that scores on training examples: its budget and its rounds."""
-
-    budget: str = "global"
-    rounds: int = 1
-    schedule: str = "exponential"
+class ScoredOptions(RoundsOptions, PruneOptions):
+    """A data-free scored criterion: its budget and its rounds."""
 
     def check(self) -> None:
         super().check()
-        check_budget(self)
-        _check_rounds(self)
+        self.check_rounds()
+
+
+@dataclass
+class ScoredDataOptions(RoundsOptions, DataOptions):
+    """A scored criterion that scores on training examples: its budget and its rounds."""
+
+    def check(self) -> None:
+        super().check()
+        self.check_rounds()
 
 
 @dataclass
