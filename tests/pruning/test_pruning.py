@@ -230,16 +230,17 @@ def test_unknown_target_is_a_config_error():
 
 
 def test_checked_sensitivity_scores_every_batch_and_checks_the_first_pass(monkeypatch):
-    net = tiny_mlp(sizes=(12, 16, 16, 5))
+    net = tiny_mlp(sizes=(12, 16, 16, 5), dtype=torch.float64)  # float64: the pass layout is checked, not float32 rounding
     params = pruning.prunable_parameters(net)
-    x, y = torch.randn(300, 12, generator=torch.Generator().manual_seed(2)), torch.randint(0, 5, (300,))
+    x = torch.randn(300, 12, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    y = torch.randint(0, 5, (300,))
     batches = pruning.batch_indices(300, 100, None, torch.Generator().manual_seed(0))
     monkeypatch.setattr(pruning.scoring, "SCORING_CHUNK", 120)  # passes of 100 (the first batch), 120, 80
     ours = pruning.scoring.checked_sensitivity(net, params, x, y, batches, "labels")
     twin = tiny_mlp(sizes=(12, 16, 16, 5))
-    ref = reference_scores(twin, pruning.prunable_parameters(twin), x.double(), y, batches)
+    ref = reference_scores(twin, pruning.prunable_parameters(twin), x, y, batches)
     for k in params:
-        assert torch.allclose(ours[k].abs().double(), ref[k], rtol=1e-4, atol=1e-7 * float(ref[k].abs().max())), k
+        assert torch.allclose(ours[k].abs(), ref[k], rtol=1e-9, atol=1e-12), k
     monkeypatch.setitem(pruning.OBJECTIVES, "detached_soft", detached_soft)
     with pytest.raises(NoSignalError):
         pruning.scoring.checked_sensitivity(net, params, x, y, batches, "detached_soft")
