@@ -1,7 +1,6 @@
 """E4 (claim C8): the five-method configs, the conv experiment's figure, table and verdicts, the paper-only runs."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from sparseprop.paper import catalog, reproduce, tables
