@@ -21,7 +21,6 @@ about five digits of it.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,31 +30,9 @@ from torch import nn
 
 from sparseprop.errors import ConfigError
 from sparseprop.models.base import measuring
-from sparseprop.pruning.base import PRUNERS, Pruned, ScoringData
-from sparseprop.pruning.masks import Masks
-from sparseprop.pruning.scored import ScoredDataOptions, ScoredDataPruner, Scores
+from sparseprop.pruning.base import PRUNERS, ScoringData
+from sparseprop.pruning.scored import Float64Twin, ScoredDataOptions, ScoredDataPruner, Scores
 from sparseprop.pruning.scoring import batch_indices, parse_batches
-
-
-class Float64Twin:
-    """A float64 copy of a network, made once and refreshed from the network's current values before each use.
-
-    Rounds of iterative GraSP rescore the same network with more entries at zero: copying its values
-    into one float64 copy costs a fraction of a deep copy per round.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        self.of = model
-        self.twin = copy.deepcopy(model).double()
-        self.named = dict(self.twin.named_parameters())
-
-    def refreshed(self, params: dict[str, nn.Parameter]) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-        """(the copy holding the network's current parameters and buffers, its tensors under the names of ``params``)."""
-        with torch.no_grad():
-            for mine, theirs in ((self.twin.parameters(), self.of.parameters()), (self.twin.buffers(), self.of.buffers())):
-                for a, b in zip(mine, theirs):
-                    a.copy_(b)
-        return self.twin, {k: self.named[k] for k in params}
 
 
 def grasp_scores(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
@@ -122,10 +99,14 @@ class GraspOptions(ScoredDataOptions):
         if self.balanced:
             from sparseprop.data import SHAPES
 
-            classes = SHAPES[dataset].num_classes if dataset in SHAPES else None
-            if classes and self.batch_size % classes:
-                self.refuse("batch_size", f"a multiple of dataset={dataset}'s {classes} classes with prune.balanced=true "
-                                          "(the same number of examples of every class), or set prune.balanced=false")
+            if dataset in SHAPES:
+                self.check_classes(SHAPES[dataset].num_classes, f"dataset={dataset}'s")
+
+    def check_classes(self, classes: int, whose: str = "the") -> None:
+        """Refuse a balanced batch that cannot hold the same number of examples of each of ``classes``."""
+        if self.balanced and self.batch_size % classes:
+            self.refuse("batch_size", f"a multiple of {whose} {classes} classes with prune.balanced=true "
+                                      "(the same number of examples of every class), or set prune.balanced=false")
 
 
 @PRUNERS.register("grasp", schema=GraspOptions)
@@ -139,24 +120,15 @@ class Grasp(ScoredDataPruner):
         o = self.options
         if o.balanced:
             classes = int(getattr(model, "num_outputs", 0) or int(data.y.max()) + 1)
-            if o.batch_size % classes:
-                raise ConfigError("prune.batch_size", o.batch_size, f"a multiple of the {classes} classes with "
-                                  "prune.balanced=true (the same number of examples of every class), or set prune.balanced=false")
+            o.check_classes(classes)
             chosen = balanced_batches(data.y, o.batch_size, parse_batches(o.batches), classes, generator)
         else:
             chosen = batch_indices(data.x.shape[0], o.batch_size, parse_batches(o.batches), generator)
         chosen = [b.to(data.x.device) for b in chosen]
         net, tensors = model, dict(params)
         if o.double:
-            if getattr(self, "_twin", None) is None or self._twin.of is not model:
-                self._twin = Float64Twin(model)
-            net, tensors = self._twin.refreshed(params)
+            if "twin" not in self.cache:
+                self.cache["twin"] = Float64Twin(model)
+            net, tensors = self.cache["twin"].refreshed(params)
         scores = grasp_scores(net, tensors, data.x, data.y, chosen, o.temperature)
         return Scores(scores, {k: -s for k, s in scores.items()})
-
-    def prune(self, model: nn.Module, params: dict[str, nn.Parameter], data: ScoringData | None,
-              masks: Masks | None, generator: torch.Generator) -> Pruned:
-        try:
-            return super().prune(model, params, data, masks, generator)
-        finally:
-            self._twin = None

@@ -14,7 +14,6 @@ iteration is what avoids layer collapse in the paper.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -22,10 +21,9 @@ import torch
 from torch import nn
 
 from sparseprop.errors import SparsepropError
-from sparseprop.pruning.base import PRUNERS, Pruned, ScoringData
-from sparseprop.pruning.masks import Masks
+from sparseprop.pruning.base import PRUNERS, ScoringData
 from sparseprop.pruning.effective import ACTIVATION_TYPES
-from sparseprop.pruning.scored import ScoredOptions, ScoredPruner, Scores
+from sparseprop.pruning.scored import Float64Twin, ScoredOptions, ScoredPruner, Scores
 
 
 class SynapticFlow:
@@ -33,24 +31,24 @@ class SynapticFlow:
 
     def __init__(self, model: nn.Module, in_shape: tuple[int, ...] | None = None) -> None:
         self.in_shape = tuple(in_shape if in_shape is not None else model.in_shape)
-        self.twin = copy.deepcopy(model).double().eval()
-        with torch.no_grad():
-            for b in self.twin.buffers():
-                if b.is_floating_point():
-                    b.abs_()
-        for m in self.twin.modules():
+        self.copy = Float64Twin(model)
+        self.copy.twin.eval()
+        for m in self.copy.twin.modules():
             if isinstance(m, ACTIVATION_TYPES):
                 m.register_forward_hook(lambda _m, args, _out: args[0])
-        self.named = dict(self.twin.named_parameters())
 
     def scores(self, model: nn.Module, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """|θ ⊙ ∂R/∂θ| for every tensor of ``params``, with every parameter of ``model`` at its current |value|."""
+        """|θ ⊙ ∂R/∂θ| for every tensor of ``params``, with every parameter and buffer of ``model`` at its current |value|."""
+        if model is not self.copy.of:
+            raise ValueError("SynapticFlow.scores: a network other than the one this copy was made of")
+        twin, named = self.copy.refreshed(params)
         with torch.no_grad():
-            for k, p in model.named_parameters():
-                self.named[k].copy_(p.detach().abs())
-        tensors = [self.named[k] for k in params]
+            for t in [*twin.parameters(), *twin.buffers()]:
+                if t.is_floating_point():
+                    t.abs_()
+        tensors = list(named.values())
         x = torch.ones(1, *self.in_shape, dtype=torch.float64, device=tensors[0].device)
-        r = self.twin(x).sum()
+        r = twin(x).sum()
         if not math.isfinite(float(r.detach())):
             raise SparsepropError(f"prune=synflow: the synaptic flow R = {float(r.detach())} overflows float64 on this network; "
                                   "choose another criterion or a shallower network")
@@ -80,13 +78,6 @@ class Synflow(ScoredPruner):
 
     def score(self, model: nn.Module, params: dict[str, nn.Parameter], data: ScoringData | None,
               initial: dict[str, torch.Tensor], generator: torch.Generator) -> Scores:
-        if getattr(self, "_flow", None) is None or self._flow_of is not model:
-            self._flow, self._flow_of = SynapticFlow(model), model
-        return Scores(self._flow.scores(model, params))
-
-    def prune(self, model: nn.Module, params: dict[str, nn.Parameter], data: ScoringData | None,
-              masks: Masks | None, generator: torch.Generator) -> Pruned:
-        try:
-            return super().prune(model, params, data, masks, generator)
-        finally:
-            self._flow = self._flow_of = None
+        if "flow" not in self.cache:
+            self.cache["flow"] = SynapticFlow(model)
+        return Scores(self.cache["flow"].scores(model, params))

@@ -13,7 +13,7 @@ def fresh_copy_every_round(pruner):
     score = pruner.score
 
     def score_afresh(*args, **kwargs):
-        pruner._twin = None
+        pruner.cache.clear()
         return score(*args, **kwargs)
     pruner.score = score_afresh
     return pruner
@@ -33,7 +33,23 @@ def test_iterative_grasp_reusing_its_float64_copy_equals_a_fresh_copy_per_round(
         if fresh:
             fresh_copy_every_round(pruner)
         results.append(pruner.prune(net, params, data, None, torch.Generator().manual_seed(0)))
-        assert getattr(pruner, "_twin", None) is None  # nothing held after prune()
+        assert pruner.cache == {}  # nothing held after prune()
+    reused, afresh = results
+    for k in reused.masks:
+        assert torch.equal(reused.masks[k], afresh.masks[k]), k
+        assert torch.equal(reused.scores[k], afresh.scores[k]), k
+
+
+def test_iterative_synflow_reusing_its_float64_copy_equals_a_fresh_copy_per_round():
+    results = []
+    for fresh in (False, True):
+        net = tiny_conv_bn()
+        params = pruning.prunable_parameters(net)
+        pruner = pruning.make_pruner({"name": "synflow", "sparsity": 0.8, "rounds": 5})
+        if fresh:
+            fresh_copy_every_round(pruner)
+        results.append(pruner.prune(net, params, None, None, torch.Generator().manual_seed(0)))
+        assert pruner.cache == {}
     reused, afresh = results
     for k in reused.masks:
         assert torch.equal(reused.masks[k], afresh.masks[k]), k
